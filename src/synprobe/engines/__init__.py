@@ -1,0 +1,1 @@
+"""The engines: `shaker` (kernel sockets) and `raw` (crafted packets). See synprobe.registry."""

@@ -1,0 +1,94 @@
+"""The result model every engine speaks: targets in, `ProbeResult` out."""
+
+from __future__ import annotations
+
+import enum
+import errno
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+
+class State(enum.StrEnum):
+    """What a check found. The values are the strings printed and written to JSON."""
+
+    OPEN = "open"  # SYN-ACK seen
+    CLOSED = "closed"  # RST seen
+    FILTERED = "filtered"  # no answer by the deadline, after every attempt
+    UNREACHABLE = "unreachable"  # ICMP unreachable, or the route says no
+    ERROR = "error"  # a local failure; the reason names it
+
+    def __str__(self) -> str:
+        return self.value  # (StrEnum does the same; said here because output relies on it)
+
+
+class Target(NamedTuple):
+    """One (address, port) to check. `host` is a numeric IPv4 or IPv6 address."""
+
+    host: str
+    port: int
+
+    @property
+    def family_is_v6(self) -> bool:
+        return ":" in self.host
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    host: str
+    port: int
+    state: State
+    reason: str  # the evidence: syn-ack, rst, timeout, an errno name, or icmp-<type>-<code>
+    rtt: float | None  # seconds from the SYN that was answered to its answer; None without one
+    attempts: int
+    engine: str
+    source: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is State.OPEN
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "state": self.state.value,
+            "reason": self.reason,
+            "rtt_ms": None if self.rtt is None else round(self.rtt * 1000.0, 3),
+            "attempts": self.attempts,
+            "engine": self.engine,
+            "source": self.source,
+        }
+
+
+# Errnos a connect() (or a raw send) can end with, and what they say about the target.
+# Measured on Linux 6.18: ICMP host/admin unreachable -> EHOSTUNREACH, a `prohibit` route ->
+# EACCES at connect(), an `unreachable` route -> EHOSTUNREACH, a `blackhole` route -> EINVAL.
+_UNREACHABLE_ERRNOS = frozenset(
+    {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES, errno.EPERM, errno.EINVAL}
+)
+
+
+def classify_errno(code: int) -> tuple[State, str]:
+    """Map a socket error to (state, reason). ECONNREFUSED is a RST (or ICMP port unreachable)."""
+    name = errno.errorcode.get(code, f"errno-{code}")
+    if code == errno.ECONNREFUSED:
+        return State.CLOSED, "rst"
+    if code in _UNREACHABLE_ERRNOS:
+        return State.UNREACHABLE, name
+    if code == errno.ETIMEDOUT:
+        return State.FILTERED, "timeout"
+    return State.ERROR, name
+
+
+# ICMP (type, code) pairs that mean "unreachable" for a TCP probe; anything else quoting our
+# SYN (time exceeded, parameter problem) is still evidence the probe did not get through.
+def classify_icmp(v6: bool, icmp_type: int, icmp_code: int) -> tuple[State, str]:
+    reason = f"icmp{'6' if v6 else ''}-{icmp_type}-{icmp_code}"
+    if not v6 and icmp_type == 3 and icmp_code == 3:
+        return State.CLOSED, reason  # port unreachable: what a kernel says for a closed port
+    if v6 and icmp_type == 1 and icmp_code == 4:
+        return State.CLOSED, reason
+    return State.UNREACHABLE, reason

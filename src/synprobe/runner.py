@@ -1,0 +1,113 @@
+"""Drives one engine run on a thread of its own and streams its results to a consumer.
+
+Why a thread: a half-open check is only safe while the engine gets to close its sockets within
+the kernel's ~200 ms delayed-ACK window. If results were yielded straight from the engine loop, a
+slow consumer (a full stdout pipe, a busy asyncio task) would stall that loop and turn checks into
+full connections. So the engine never waits on the consumer: it hands results over, and when the
+consumer falls behind it stops *starting* checks (the source reports "nothing ready") while still
+finishing the ones in flight. Memory stays bounded by the high-water mark plus the concurrency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterable
+
+from synprobe.engines.base import Engine
+from synprobe.model import ProbeResult, Target
+from synprobe.sources import IterSource
+
+Deliver = Callable[[list[ProbeResult] | BaseException | None], None]
+
+
+class ThrottledSource:
+    """An IterSource that reports "nothing ready" while the consumer's backlog is high."""
+
+    def __init__(self, targets: Iterable[Target], high_water: int) -> None:
+        self._inner = IterSource(targets)
+        self._high = high_water
+        self._low = high_water // 2
+        self._lock = threading.Lock()
+        self._backlog = 0
+        self._starved = False
+        self._stopped = False
+        self.wakeup_fd: int | None = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def pull(self, limit: int) -> list[Target] | None:
+        with contextlib.suppress(BlockingIOError):  # no wakeup pending
+            os.eventfd_read(self.wakeup_fd)
+        with self._lock:
+            if self._stopped:
+                return None
+            room = self._high - self._backlog
+            if room <= 0:
+                self._starved = True
+                return []
+        return self._inner.pull(min(limit, room))
+
+    def produced(self, count: int) -> None:
+        with self._lock:
+            self._backlog += count
+
+    def consumed(self, count: int) -> None:
+        with self._lock:
+            self._backlog -= count
+            wake = self._starved and self._backlog <= self._low
+            if wake:
+                self._starved = False
+        if wake:
+            self._wake()
+
+    def stop(self) -> None:
+        """Start no more checks; the engine finishes those in flight and ends."""
+        with self._lock:
+            self._stopped = True
+        self._wake()
+
+    def _wake(self) -> None:
+        fd = self.wakeup_fd
+        if fd is not None:
+            os.eventfd_write(fd, 1)
+
+    def release(self) -> None:
+        fd, self.wakeup_fd = self.wakeup_fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+class EngineThread:
+    """Runs `engine.run(source)` on a daemon thread, handing each batch to `deliver`.
+
+    `deliver` gets lists of results, then None when the run ended, or the exception that ended
+    it. It must not block.
+    """
+
+    def __init__(self, engine: Engine, source: ThrottledSource, deliver: Deliver) -> None:
+        self.engine = engine
+        self.source = source
+        self._deliver = deliver
+        self._thread = threading.Thread(target=self._main, name="synprobe-engine", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _main(self) -> None:
+        try:
+            for batch in self.engine.run(self.source):
+                self.source.produced(len(batch))
+                self._deliver(batch)
+        except BaseException as exc:  # handed to the consumer, who re-raises it
+            self._deliver(exc)
+        else:
+            self._deliver(None)
+        finally:
+            self.engine.close()
+
+    def stop(self) -> None:
+        self.source.stop()
+
+    def join(self) -> None:
+        self._thread.join()
+        self.source.release()

@@ -1,0 +1,69 @@
+"""Target sources: how engines are fed, from a lazy iterable or from callers on other threads."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections import deque
+from collections.abc import Iterable
+from itertools import islice
+
+from synprobe.model import Target
+
+
+class IterSource:
+    """Feeds an engine from an iterable, lazily: never more than the engine asks for."""
+
+    wakeup_fd = None
+
+    def __init__(self, targets: Iterable[Target]) -> None:
+        self._it = iter(targets)
+        self._done = False
+
+    def pull(self, limit: int) -> list[Target] | None:
+        if self._done:
+            return None
+        batch = list(islice(self._it, limit))
+        if len(batch) < limit:
+            self._done = True
+            if not batch:
+                return None
+        return batch
+
+
+class QueueSource:
+    """Fed by `put()` from any thread; wakes the engine's poll loop through an eventfd."""
+
+    def __init__(self) -> None:
+        self._queue: deque[Target] = deque()
+        self._lock = threading.Lock()
+        self._closed = False
+        self.wakeup_fd: int | None = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def put(self, target: Target) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("prober is closed")
+            self._queue.append(target)
+        os.eventfd_write(self.wakeup_fd, 1)
+
+    def close(self) -> None:
+        """No more targets: the engine finishes what is in flight, then its run() ends."""
+        with self._lock:
+            self._closed = True
+        if self.wakeup_fd is not None:
+            os.eventfd_write(self.wakeup_fd, 1)
+
+    def pull(self, limit: int) -> list[Target] | None:
+        with contextlib.suppress(BlockingIOError):  # no wakeup pending
+            os.eventfd_read(self.wakeup_fd)
+        with self._lock:
+            if not self._queue:
+                return None if self._closed else []
+            return [self._queue.popleft() for _ in range(min(limit, len(self._queue)))]
+
+    def release(self) -> None:
+        if self.wakeup_fd is not None:
+            os.close(self.wakeup_fd)
+            self.wakeup_fd = None

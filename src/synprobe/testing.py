@@ -1,0 +1,57 @@
+"""Test doubles: a `FakeEngine` that answers from a function, so the API, scheduling and output
+code can be exercised without sockets or root (like httpx's MockTransport)."""
+
+from __future__ import annotations
+
+import select
+from collections.abc import Callable, Iterator
+
+from synprobe.engines.base import ProbeOptions, TargetSource
+from synprobe.model import ProbeResult, State, Target
+
+Handler = Callable[[Target], tuple[State, str] | ProbeResult]
+
+
+class FakeEngine:
+    """Answers each target with `handler(target)`: a (state, reason) pair or a full result."""
+
+    name = "fake"
+
+    def __init__(self, handler: Handler, options: ProbeOptions | None = None) -> None:
+        self.handler = handler
+        self.options = options or ProbeOptions()
+        self.seen: list[Target] = []
+        self.closed = False
+
+    def run(self, source: TargetSource) -> Iterator[list[ProbeResult]]:
+        while (batch := source.pull(self.options.concurrency)) is not None:
+            if not batch:
+                # An engine would wait on the source's wakeup fd here; a fake has nothing else
+                # to do, so it waits on the fd directly.
+                _wait_readable(source.wakeup_fd)
+                continue
+            self.seen.extend(batch)
+            yield [self._answer(t) for t in batch]
+
+    def _answer(self, target: Target) -> ProbeResult:
+        answer = self.handler(target)
+        if isinstance(answer, ProbeResult):
+            return answer
+        state, reason = answer
+        rtt = 0.001 if state in (State.OPEN, State.CLOSED) else None
+        return ProbeResult(target.host, target.port, state, reason, rtt, 1, self.name,
+                           self.options.source)
+
+    def describe(self, target: Target) -> str:
+        return f"fake {target}"
+
+    def stats(self) -> dict[str, int]:
+        return {"sent": len(self.seen)}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _wait_readable(fd: int | None) -> None:
+    if fd is not None:
+        select.select([fd], [], [], 1.0)

@@ -1,0 +1,128 @@
+"""The library API over a fake engine: streaming, backpressure, errors, threads, asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import synprobe
+from synprobe.model import State, Target
+from synprobe.testing import FakeEngine
+
+Made = Callable[[], list[FakeEngine]]
+
+
+def test_engines_lists_the_builtins() -> None:
+    assert {"shaker", "raw"} <= set(synprobe.engines())
+
+
+def test_unknown_engine_is_a_clear_error() -> None:
+    with pytest.raises(synprobe.UsageError, match="unknown engine 'nope'; choose one of: "):
+        synprobe.Prober(engine="nope")
+    with pytest.raises(synprobe.UsageError, match="unknown engine"):
+        synprobe.probe_many(["198.18.0.2:80"], engine="nope")
+
+
+def test_probe_returns_one_result(fake_engine: Made) -> None:
+    r = synprobe.probe("198.18.0.2:80", engine="fake")
+    assert (r.host, r.port, r.state, r.engine) == ("198.18.0.2", 80, State.OPEN, "fake")
+    assert fake_engine()[0].closed
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [("[fd00:5e::2]:81", Target("fd00:5e::2", 81)), (("198.18.0.2", 83), Target("198.18.0.2", 83))],
+)
+def test_probe_accepts_every_target_form(fake_engine: Made, target: object,
+                                         expected: Target) -> None:
+    r = synprobe.probe(target, engine="fake")  # type: ignore[arg-type]
+    assert Target(r.host, r.port) == expected
+
+
+def test_probe_many_streams_all_results(fake_engine: Made) -> None:
+    targets = [f"198.18.0.{i}:{80 + i % 4}" for i in range(1, 201)]
+    with synprobe.probe_many(targets, engine="fake", concurrency=16) as results:
+        got = list(results)
+        assert results.stats() == {"sent": 200}
+    assert sorted((r.host, r.port) for r in got) == sorted(
+        (f"198.18.0.{i}", 80 + i % 4) for i in range(1, 201))
+    assert {r.state for r in got} == {State.OPEN, State.CLOSED, State.FILTERED,
+                                      State.UNREACHABLE}
+
+
+def test_probe_many_is_lazy_and_bounded(fake_engine: Made) -> None:
+    pulled = itertools.count()
+
+    def endless() -> Iterator[Target]:
+        for i in itertools.count():
+            next(pulled)
+            yield Target("198.18.0.2", 1 + i % 65535)
+
+    stream = synprobe.probe_many(endless(), engine="fake", concurrency=10)
+    first = [next(stream) for _ in range(5)]
+    assert len(first) == 5
+    stream.close()
+    # The consumer took 5; the engine may run ahead by the high-water mark (4096 here) plus what
+    # it had in flight, never more: an endless target list is never materialised.
+    assert next(pulled) <= 4096 + 10 + 1
+
+
+def test_engine_failure_reaches_the_consumer(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(target: Target) -> tuple[State, str]:
+        raise OSError(99, "boom")
+
+    import synprobe.registry as registry
+
+    monkeypatch.setitem(registry._registered, "broken",
+                        lambda options: FakeEngine(broken, options))
+    with pytest.raises(OSError, match="boom"):
+        list(synprobe.probe_many(["198.18.0.2:80"], engine="broken"))
+
+
+def test_bad_arguments_are_usage_errors(fake_engine: Made) -> None:
+    for kwargs in ({"timeout": 0}, {"retries": -1}, {"concurrency": 0}, {"rate": -5}):
+        with pytest.raises(synprobe.UsageError):
+            synprobe.probe_many(["198.18.0.2:80"], engine="fake", **kwargs)
+    with pytest.raises(synprobe.UsageError, match="iterable of targets"):
+        synprobe.probe_many("198.18.0.2:80", engine="fake")  # type: ignore[arg-type]
+
+
+def test_prober_serves_many_threads_and_coalesces(fake_engine: Made) -> None:
+    results: dict[int, State] = {}
+    with synprobe.Prober(engine="fake") as prober:
+        def worker(i: int) -> None:
+            results[i] = prober.probe(("198.18.0.2", 80 + i % 4)).state
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        streamed = list(prober.probe_many([f"198.18.1.{i}:80" for i in range(50)], window=8))
+    assert len(results) == 40
+    assert all(results[i] == synprobe.probe(("198.18.0.2", 80 + i % 4), engine="fake").state
+               for i in range(40))
+    assert len(streamed) == 50 and {r.state for r in streamed} == {State.OPEN}
+    # Only one engine loop served all of it.
+    assert len(fake_engine()[0].seen) <= 40 + 50
+    with pytest.raises(RuntimeError, match="closed"):
+        prober.submit("198.18.0.2:80")
+
+
+def test_asyncio_forms(fake_engine: Made) -> None:
+    async def main() -> tuple[State, list[State], State]:
+        one = await synprobe.aprobe("198.18.0.2:81", engine="fake")
+        many = [r.state async for r in synprobe.aprobe_many(
+            ["198.18.0.2:80", "198.18.0.3:82"], engine="fake")]
+        with synprobe.Prober(engine="fake") as p:
+            via_prober = await p.aprobe("198.18.0.2:83")
+        return one.state, sorted(many), via_prober.state
+
+    one, many, via_prober = asyncio.run(main())
+    assert one is State.CLOSED
+    assert many == sorted([State.OPEN, State.FILTERED])
+    assert via_prober is State.UNREACHABLE

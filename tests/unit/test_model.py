@@ -1,0 +1,65 @@
+import errno
+import json
+
+import pytest
+
+from synprobe.model import ProbeResult, State, Target, classify_errno, classify_icmp
+
+
+def test_state_values_are_the_documented_strings() -> None:
+    assert [s.value for s in State] == ["open", "closed", "filtered", "unreachable", "error"]
+    assert str(State.OPEN) == "open"
+    assert State("filtered") is State.FILTERED
+
+
+def test_result_is_frozen_and_slotted() -> None:
+    r = ProbeResult("198.18.0.2", 80, State.OPEN, "syn-ack", 0.0012345, 1, "shaker", None)
+    with pytest.raises(AttributeError):
+        r.state = State.CLOSED  # type: ignore[misc]
+    assert not hasattr(r, "__dict__")
+
+
+def test_to_dict_is_the_json_form() -> None:
+    r = ProbeResult("fd00:5e::2", 443, State.CLOSED, "rst", 0.0012345, 2, "raw", "fd00:5e::1")
+    d = r.to_dict()
+    assert list(d) == ["host", "port", "state", "reason", "rtt_ms", "attempts", "engine", "source"]
+    assert d["state"] == "closed" and d["rtt_ms"] == 1.234 and d["attempts"] == 2
+    assert json.loads(json.dumps(d)) == d
+    timeout = ProbeResult("198.18.0.2", 82, State.FILTERED, "timeout", None, 2, "shaker")
+    assert timeout.to_dict()["rtt_ms"] is None
+
+
+@pytest.mark.parametrize(
+    ("code", "state", "reason"),
+    [
+        (errno.ECONNREFUSED, State.CLOSED, "rst"),
+        (errno.EHOSTUNREACH, State.UNREACHABLE, "EHOSTUNREACH"),
+        (errno.ENETUNREACH, State.UNREACHABLE, "ENETUNREACH"),
+        (errno.EACCES, State.UNREACHABLE, "EACCES"),
+        (errno.EINVAL, State.UNREACHABLE, "EINVAL"),
+        (errno.ETIMEDOUT, State.FILTERED, "timeout"),
+        (errno.EADDRNOTAVAIL, State.ERROR, "EADDRNOTAVAIL"),
+        (errno.EMFILE, State.ERROR, "EMFILE"),
+    ],
+)
+def test_classify_errno(code: int, state: State, reason: str) -> None:
+    assert classify_errno(code) == (state, reason)
+
+
+@pytest.mark.parametrize(
+    ("v6", "t", "c", "state", "reason"),
+    [
+        (False, 3, 1, State.UNREACHABLE, "icmp-3-1"),
+        (False, 3, 13, State.UNREACHABLE, "icmp-3-13"),
+        (False, 3, 3, State.CLOSED, "icmp-3-3"),
+        (True, 1, 3, State.UNREACHABLE, "icmp6-1-3"),
+        (True, 1, 4, State.CLOSED, "icmp6-1-4"),
+    ],
+)
+def test_classify_icmp(v6: bool, t: int, c: int, state: State, reason: str) -> None:
+    assert classify_icmp(v6, t, c) == (state, reason)
+
+
+def test_target_str_brackets_v6() -> None:
+    assert str(Target("fd00:5e::2", 80)) == "[fd00:5e::2]:80"
+    assert str(Target("198.18.0.2", 80)) == "198.18.0.2:80"
