@@ -1,0 +1,232 @@
+"""The `shaker` engine: half-open checks with ordinary kernel sockets, many in flight on one epoll.
+
+Each attempt is a fresh non-blocking socket that is told, before connect(), to (1) hold back the
+final ACK of the handshake and (2) reset rather than linger when closed. When the SYN-ACK arrives
+the socket becomes writable, we record "open" and close it at once: the kernel sends a RST instead
+of the held-back ACK, so the server's accept() never returns and nothing enters TIME_WAIT here.
+No privileges are needed.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+
+from synprobe.engines.base import ProbeOptions, TargetSource
+from synprobe.errors import UsageError
+from synprobe.model import ProbeResult, State, Target, classify_errno
+from synprobe.pacing import Pacer
+
+# SO_LINGER {on, 0 s}: close() aborts the connection with a RST and frees it at once, so no
+# TIME_WAIT is left behind and the server drops its half-open (SYN_RECV) entry.
+_LINGER_ABORT = struct.pack("ii", 1, 0)
+
+# Linux's initial SYN retransmission timeout (TCP_TIMEOUT_INIT). An attempt must be closed before
+# the kernel retransmits its SYN: measured, when the first SYN-ACK is lost, the retransmitted SYN
+# and the server's own SYN-ACK retransmit cross, the second SYN-ACK hits an established socket,
+# the kernel ACKs it at once and the server's accept() returns. So the engine retries with a fresh
+# socket instead, and one attempt never lives as long as this.
+KERNEL_SYN_RTO = 1.0
+MAX_ATTEMPT_TIMEOUT = 0.95
+
+_IN_PROGRESS = (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY)
+_POLL_EVENTS = select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
+
+
+class _Attempt:
+    __slots__ = ("attempt", "sock", "started", "target")
+
+    def __init__(self, target: Target, attempt: int, sock: socket.socket, started: float) -> None:
+        self.target = target
+        self.attempt = attempt
+        self.sock = sock
+        self.started = started
+
+
+class ShakerEngine:
+    name = "shaker"
+
+    def __init__(
+        self,
+        options: ProbeOptions,
+        *,
+        socket_factory: Callable[..., socket.socket] = socket.socket,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 < options.timeout <= MAX_ATTEMPT_TIMEOUT:
+            raise UsageError(
+                f"the shaker engine's timeout is per attempt and must be in (0, "
+                f"{MAX_ATTEMPT_TIMEOUT}] s, below the kernel's {KERNEL_SYN_RTO:g} s SYN "
+                f"retransmission (got {options.timeout:g}); use --retries for more attempts, "
+                f"or --engine raw for paths slower than that"
+            )
+        self.options = options
+        self._socket = socket_factory
+        self._clock = clock
+        unknown = set(options.extra) - {"mark"}
+        if unknown:
+            raise UsageError(f"the shaker engine has no option {', '.join(sorted(unknown))}")
+        self._mark = options.extra.get("mark")
+        self._counters = {"sent": 0, "send_errors": 0, "retries": 0}
+
+    def stats(self) -> dict[str, int]:
+        return dict(self._counters)
+
+    def close(self) -> None:
+        """Nothing outlives run(): every socket is closed in its finally."""
+
+    def describe(self, target: Target) -> str:
+        """What a check of `target` would do, for --dry-run."""
+        src = self.options.source or "*"
+        return (f"connect {src} -> {target} SO_LINGER=0 TCP_QUICKACK=0 "
+                f"timeout={self.options.timeout:g}s attempts={self.options.retries + 1}")
+
+    def _open(self, target: Target) -> socket.socket:
+        family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
+        sock = self._socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
+            # TCP_QUICKACK=0 puts the socket in delayed-ACK ("pingpong") mode, so the kernel
+            # does not ACK the SYN-ACK at once but waits up to ~200 ms for data to piggyback on.
+            # It must be set before connect(): on a fast link the SYN-ACK is processed inside
+            # connect()'s softirq and the ACK would already be out. The flag is not permanent
+            # (tcp(7)) but nothing resets it before we close.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+            if self._mark is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, int(self._mark))
+            if self.options.source is not None:
+                # IP_BIND_ADDRESS_NO_PORT: bind() takes only the address and leaves the port to
+                # connect(), which picks one unique for the whole 4-tuple. A plain bind((ip, 0))
+                # reserves a port per socket from ip_local_port_range, and a health checker
+                # bound to one IP runs out of them ("address already in use").
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_BIND_ADDRESS_NO_PORT, 1)
+                sock.bind((self.options.source, 0))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def run(self, source: TargetSource) -> Iterator[list[ProbeResult]]:
+        opts = self.options
+        clock = self._clock
+        pacer = Pacer(opts.rate)
+        poller = select.epoll()
+        inflight: dict[int, _Attempt] = {}
+        # Every attempt gets the same timeout, so deadlines come due in the order attempts
+        # started: a FIFO is a timer queue here. Entries of finished attempts are skipped.
+        deadlines: deque[tuple[float, int, _Attempt]] = deque()
+        retry: deque[tuple[Target, int]] = deque()
+        wakeup = source.wakeup_fd
+        if wakeup is not None:
+            poller.register(wakeup, select.EPOLLIN)
+        exhausted = False
+        counters = self._counters
+        try:
+            while True:
+                done: list[ProbeResult] = []
+                # Start attempts: retries first (they are older), then new targets.
+                room = opts.concurrency - len(inflight)
+                if room > 0:
+                    batch: list[tuple[Target, int]] = []
+                    while retry and len(batch) < room:
+                        batch.append(retry.popleft())
+                    if len(batch) < room and not exhausted:
+                        pulled = source.pull(room - len(batch))
+                        if pulled is None:
+                            exhausted = True
+                        else:
+                            batch.extend((t, 1) for t in pulled)
+                    granted = pacer.allowance(len(batch))
+                    if granted < len(batch):
+                        retry.extendleft(reversed(batch[granted:]))  # keep them first in line
+                        batch = batch[:granted]
+                    for target, attempt in batch:
+                        self._start(target, attempt, poller, inflight, deadlines, done)
+                if not inflight and not retry and exhausted:
+                    if done:
+                        yield done
+                    return
+                # Wait for answers, the next deadline, the pacer, or new work.
+                now = clock()
+                wait = deadlines[0][0] - now if deadlines else -1.0
+                if retry:
+                    pace = pacer.delay()
+                    wait = pace if wait < 0 else min(wait, pace)
+                if done:
+                    wait = 0.0
+                events = poller.poll(max(wait, 0.0) if wait >= 0 else -1, 4096)
+                now = clock()
+                for fd, _ in events:
+                    att = inflight.pop(fd, None)
+                    if att is None:
+                        continue  # the wakeup fd: new targets to pull on the next turn
+                    sock = att.sock
+                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    # Close first: for an open port this is the RST, and it must leave well
+                    # inside the kernel's ~200 ms delayed-ACK window.
+                    sock.close()
+                    state, reason = (State.OPEN, "syn-ack") if err == 0 else classify_errno(err)
+                    done.append(self._result(att, state, reason, now - att.started))
+                while deadlines and deadlines[0][0] <= now:
+                    _, fd, att = deadlines.popleft()
+                    if inflight.get(fd) is not att:
+                        continue
+                    del inflight[fd]
+                    att.sock.close()  # still in SYN_SENT: nothing goes on the wire
+                    if att.attempt <= opts.retries:
+                        counters["retries"] += 1
+                        retry.append((att.target, att.attempt + 1))
+                    else:
+                        done.append(self._result(att, State.FILTERED, "timeout", None))
+                if done:
+                    yield done
+        finally:
+            for att in inflight.values():
+                att.sock.close()
+            inflight.clear()
+            poller.close()
+
+    def _start(
+        self,
+        target: Target,
+        attempt: int,
+        poller: select.epoll,
+        inflight: dict[int, _Attempt],
+        deadlines: deque[tuple[float, int, _Attempt]],
+        done: list[ProbeResult],
+    ) -> None:
+        started = self._clock()
+        try:
+            sock = self._open(target)
+        except OSError as exc:
+            self._counters["send_errors"] += 1
+            done.append(self._local_failure(target, attempt, exc.errno or 0))
+            return
+        err = sock.connect_ex((target.host, target.port))
+        self._counters["sent"] += 1
+        if err not in _IN_PROGRESS and err != 0:
+            # Refused before anything left: a prohibit/unreachable/blackhole route, no address.
+            sock.close()
+            done.append(self._local_failure(target, attempt, err))
+            return
+        fd = sock.fileno()
+        att = _Attempt(target, attempt, sock, started)
+        poller.register(fd, _POLL_EVENTS)
+        inflight[fd] = att
+        deadlines.append((started + self.options.timeout, fd, att))
+
+    def _local_failure(self, target: Target, attempt: int, code: int) -> ProbeResult:
+        state, reason = classify_errno(code)
+        return ProbeResult(
+            target.host, target.port, state, reason, None, attempt, self.name, self.options.source
+        )
+
+    def _result(self, att: _Attempt, state: State, reason: str, rtt: float | None) -> ProbeResult:
+        t = att.target
+        return ProbeResult(t.host, t.port, state, reason, rtt, att.attempt, self.name,
+                           self.options.source)
