@@ -1,0 +1,196 @@
+"""The command line: parse -> options -> engine -> report -> exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import TextIO
+
+from synprobe.api import make_options, probe_many
+from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
+from synprobe.output import CsvWriter, JsonWriter, TableWriter, Tally, format_summary, lost_replies
+from synprobe.registry import create_engine, engines
+from synprobe.targets import (
+    build_space,
+    iter_target_file,
+    parse_ports,
+    parse_shard,
+)
+
+EXIT_ALL_OPEN = 0
+EXIT_NOT_ALL_OPEN = 1
+EXIT_USAGE = 2
+EXIT_RUNTIME = 3
+
+DEFAULT_RATE = 10_000.0
+
+EPILOG = """\
+examples:
+  synprobe 198.18.0.2:80                        one check (exit 0 when open)
+  synprobe -p 80,443 --json 198.19.0.0/24       sweep a /24, one JSON object per line
+  synprobe --source 198.18.0.1 -p 80 198.18.0.2  check from a bound source address
+  synprobe --engine raw --rate 50000 -p 80 -iL hosts.txt
+  synprobe --engine raw --dry-run -p 80 198.18.0.2   print the SYNs, send nothing
+
+engines:
+  shaker  kernel sockets, no privileges. SO_LINGER 0 + TCP_QUICKACK 0 before connect(); the
+          SYN-ACK is answered with a RST by close(). --timeout is per attempt, below 1 s.
+  raw     crafted SYNs on raw sockets, stateless cookie matching; needs CAP_NET_RAW.
+
+exit status:
+  0  every target is open      1  at least one target is not open
+  2  usage error (bad target, port, option)     3  runtime or permission error
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="synprobe",
+        description="Half-open TCP health checks: SYN -> SYN-ACK -> RST. A port is open when it "
+        "answers the SYN; the handshake is never completed, so servers never accept() and no "
+        "TIME_WAIT is left behind.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("targets", nargs="*", metavar="TARGET",
+                   help="address, HOST:PORT, [V6]:PORT, CIDR, range A-B, or hostname")
+    p.add_argument("--engine", default="shaker", choices=engines(),
+                   help="how to probe (default: shaker)")
+    p.add_argument("-p", "--ports", help="ports for targets without one: 80,443,8000-8100")
+    p.add_argument("-iL", dest="input_list", metavar="FILE", action="append", default=[],
+                   help="read targets from FILE ('-' for stdin), whitespace-separated, # comments")
+    p.add_argument("--exclude", action="append", default=[], metavar="LIST",
+                   help="addresses, CIDRs or ranges never to probe (comma-separated, repeatable)")
+    p.add_argument("--exclude-file", action="append", default=[], metavar="FILE",
+                   help="file of addresses/CIDRs/ranges never to probe")
+    p.add_argument("--allow-large", action="store_true",
+                   help="allow more than 65,536 targets")
+    p.add_argument("--source", metavar="IP", help="local address to send from")
+    p.add_argument("--timeout", type=float, default=0.5, metavar="S",
+                   help="seconds each attempt waits for an answer (default 0.5)")
+    p.add_argument("--retries", type=int, default=1, metavar="N",
+                   help="extra attempts for unanswered targets (default 1)")
+    p.add_argument("--concurrency", type=int, default=1000, metavar="N",
+                   help="attempts in flight at once (default 1000)")
+    p.add_argument("--rate", type=float, default=DEFAULT_RATE, metavar="PPS",
+                   help=f"SYNs per second at most (default {DEFAULT_RATE:,.0f}; 0 = no limit)")
+    p.add_argument("--seed", type=int, help="seed of the target order (default: random)")
+    p.add_argument("--shard", metavar="I/N", help="probe only part I of N (0-based) of the "
+                   "targets; N runs with the same --seed cover them exactly once")
+    p.add_argument("--rst", choices=["kernel", "self"], default=None,
+                   help="raw engine: who resets an open port: the kernel (default; the SYN left "
+                   "from a port no socket owns) or the engine itself")
+    p.add_argument("--mark", type=int, metavar="N", help="SO_MARK for the probe sockets "
+                   "(policy routing; needs CAP_NET_ADMIN)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be sent, send nothing")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON object per line")
+    fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
+    p.add_argument("--no-color", action="store_true", help="never colour the table")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary or progress on stderr")
+    return p
+
+
+def _tokens(args: argparse.Namespace) -> Iterator[str]:
+    yield from args.targets
+    for path in args.input_list:
+        yield from iter_target_file(path)
+
+
+def _engine_options(args: argparse.Namespace) -> dict[str, object]:
+    extra: dict[str, object] = {}
+    if args.rst is not None:
+        if args.engine != "raw":
+            raise UsageError("--rst applies to the raw engine only")
+        extra["rst"] = args.rst
+    if args.mark is not None:
+        extra["mark"] = args.mark
+    return extra
+
+
+def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    ports = parse_ports(args.ports) if args.ports else None
+    excludes = [e for arg in args.exclude for e in arg.split(",") if e.strip()]
+    space = build_space(_tokens(args), ports, excludes=excludes, exclude_files=args.exclude_file)
+    if len(space) == 0:
+        raise UsageError("no targets to probe (all excluded, or none given; see --help)")
+    space.check_size(allow_large=args.allow_large)
+    shard, shards = parse_shard(args.shard) if args.shard else (0, 1)
+    targets = space.iter(seed=args.seed, shard=shard, shards=shards)
+    options = dict(timeout=args.timeout, retries=args.retries, concurrency=args.concurrency,
+                   rate=args.rate or None, source=args.source, **_engine_options(args))
+
+    if args.dry_run:
+        engine = create_engine(args.engine, make_options(**options))
+        for target in targets:
+            stdout.write(engine.describe(target) + "\n")
+        return EXIT_ALL_OPEN
+
+    if args.json:
+        writer: TableWriter | JsonWriter | CsvWriter = JsonWriter(stdout)
+    elif args.csv:
+        writer = CsvWriter(stdout)
+    else:
+        colour = not args.no_color and stdout.isatty()
+        writer = TableWriter(stdout, colour=colour, host_width=39 if space.has_ipv6 else 15)
+    total = len(space) // shards
+    tally = Tally(total)
+    progress = not args.quiet and stderr.isatty()
+    next_progress = time.monotonic() + 1.0
+    with probe_many(targets, engine=args.engine, **options) as results:
+        for result in results:
+            writer.write(result)
+            tally.add(result)
+            if progress and tally.done & 255 == 0 and time.monotonic() >= next_progress:
+                stderr.write(tally.progress_line())
+                stderr.flush()
+                next_progress = time.monotonic() + 0.5
+        stats = results.stats()
+    writer.finish()
+    summary = tally.summary(args.engine, stats)
+    if not args.quiet:
+        if progress:
+            stderr.write("\r\033[K")
+        stderr.write((json.dumps({"summary": summary}) if args.json else format_summary(summary))
+                     + "\n")
+    if lost_replies(stats):
+        stderr.write(f"synprobe: warning: {lost_replies(stats):,} probes or replies were lost "
+                     "locally (failed sends, kernel drops); results for them may read filtered\n")
+    return EXIT_ALL_OPEN if tally.all_open() else EXIT_NOT_ALL_OPEN
+
+
+def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
+         stderr: TextIO | None = None) -> int:
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse's own usage errors and --help
+        return int(exc.code or 0) and EXIT_USAGE
+    try:
+        if not args.targets and not args.input_list:
+            raise UsageError("no targets given (see --help for examples)")
+        return run(args, stdout, stderr)
+    except UsageError as exc:
+        stderr.write(f"synprobe: error: {exc}\n")
+        return EXIT_USAGE
+    except (EngineUnavailable, PermissionError) as exc:
+        stderr.write(f"synprobe: error: {exc}\n")
+        return EXIT_RUNTIME
+    except SynprobeError as exc:
+        stderr.write(f"synprobe: error: {exc}\n")
+        return EXIT_RUNTIME
+    except BrokenPipeError:  # the reader went away (| head): not worth a message
+        return EXIT_RUNTIME
+    except OSError as exc:
+        stderr.write(f"synprobe: error: {exc.strerror or exc}\n")
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        stderr.write("synprobe: interrupted\n")
+        return 130
+

@@ -1,0 +1,126 @@
+"""How the CLI writes results (table, JSON lines, CSV), the run summary, and progress."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections import Counter
+from typing import TextIO
+
+from synprobe.model import ProbeResult, State
+
+_COLOURS = {
+    State.OPEN: "\033[32m",
+    State.CLOSED: "\033[31m",
+    State.FILTERED: "\033[33m",
+    State.UNREACHABLE: "\033[35m",
+    State.ERROR: "\033[1;31m",
+}
+_RESET = "\033[0m"
+FIELDS = ("host", "port", "state", "reason", "rtt_ms", "attempts", "engine", "source")
+
+
+class TableWriter:
+    """Aligned columns, written as results arrive; the state is coloured on a terminal."""
+
+    def __init__(self, out: TextIO, *, colour: bool, host_width: int) -> None:
+        self.out = out
+        self.colour = colour
+        self.host_width = host_width
+        out.write(f"{'HOST':<{host_width}}  {'PORT':>5}  {'STATE':<11}  {'REASON':<14}  "
+                  f"{'RTT':>9}  TRIES\n")
+
+    def write(self, r: ProbeResult) -> None:
+        state = f"{r.state.value:<11}"
+        if self.colour:
+            state = f"{_COLOURS[r.state]}{state}{_RESET}"
+        rtt = "-" if r.rtt is None else f"{r.rtt * 1000:.3f}ms"
+        self.out.write(f"{r.host:<{self.host_width}}  {r.port:>5}  {state}  {r.reason:<14}  "
+                       f"{rtt:>9}  {r.attempts}\n")
+
+    def finish(self) -> None:
+        self.out.flush()
+
+
+class JsonWriter:
+    """One JSON object per line, keys as in ProbeResult.to_dict()."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def write(self, r: ProbeResult) -> None:
+        self.out.write(json.dumps(r.to_dict(), separators=(",", ":")) + "\n")
+
+    def finish(self) -> None:
+        self.out.flush()
+
+
+class CsvWriter:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self._csv = csv.writer(out, lineterminator="\n")
+        self._csv.writerow(FIELDS)
+
+    def write(self, r: ProbeResult) -> None:
+        d = r.to_dict()
+        self._csv.writerow(["" if d[k] is None else d[k] for k in FIELDS])
+
+    def finish(self) -> None:
+        self.out.flush()
+
+
+class Tally:
+    """Counts per state, and the throughput figures for the summary and progress line."""
+
+    def __init__(self, total: int | None) -> None:
+        self.total = total
+        self.states: Counter[State] = Counter()
+        self.started = time.monotonic()
+        self.done = 0
+
+    def add(self, r: ProbeResult) -> None:
+        self.states[r.state] += 1
+        self.done += 1
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def all_open(self) -> bool:
+        return self.done > 0 and self.states[State.OPEN] == self.done
+
+    def progress_line(self) -> str:
+        total = f"/{self.total:,} ({100 * self.done / self.total:.0f}%)" if self.total else ""
+        rate = self.done / self.elapsed if self.elapsed > 0 else 0.0
+        return f"\r{self.done:,}{total}  {rate:,.0f}/s  open {self.states[State.OPEN]:,}  "
+
+    def summary(self, engine: str, stats: dict[str, int]) -> dict[str, object]:
+        elapsed = self.elapsed
+        return {
+            "engine": engine,
+            "targets": self.done,
+            "elapsed_s": round(elapsed, 3),
+            "rate_per_s": round(self.done / elapsed, 1) if elapsed > 0 else None,
+            "states": {s.value: self.states[s] for s in State},
+            "stats": stats,
+        }
+
+
+def format_summary(summary: dict[str, object]) -> str:
+    states = summary["states"]
+    assert isinstance(states, dict)
+    counts = ", ".join(f"{k} {v:,}" for k, v in states.items() if v)
+    stats = summary["stats"]
+    assert isinstance(stats, dict)
+    extra = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in stats.items() if v)
+    rate = summary["rate_per_s"]
+    line = (f"synprobe: {summary['targets']:,} targets in {summary['elapsed_s']} s"
+            f" ({rate:,.0f}/s) with the {summary['engine']} engine: {counts or 'nothing'}"
+            if rate is not None else f"synprobe: {summary['targets']:,} targets: {counts}")
+    return line + (f" [{extra}]" if extra else "")
+
+
+def lost_replies(stats: dict[str, int]) -> int:
+    """What the engine knows it lost: failed sends and replies the kernel dropped."""
+    return stats.get("send_errors", 0) + stats.get("kernel_drops", 0)

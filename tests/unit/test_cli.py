@@ -1,0 +1,130 @@
+"""The CLI in-process over a fake engine: output formats, summary, exit codes, errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from synprobe.cli import main
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_all_open_exits_0_with_a_table(fake_engine: object) -> None:
+    code, out, err = run_cli("--engine", "fake", "198.18.0.2:80", "[fd00:5e::2]:80")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["HOST", "PORT", "STATE", "REASON", "RTT", "TRIES"]
+    rows = sorted(line.split()[:4] for line in lines[1:])
+    assert rows == [["198.18.0.2", "80", "open", "syn-ack"], ["fd00:5e::2", "80", "open",
+                                                               "syn-ack"]]
+    assert "\033[" not in out  # no colour when stdout is not a terminal
+    assert "2 targets" in err and "open 2" in err
+
+
+def test_not_all_open_exits_1_and_json_lines(fake_engine: object) -> None:
+    code, out, err = run_cli("--engine", "fake", "--json", "-p", "80-83", "198.18.0.2")
+    assert code == 1
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert {r["port"]: r["state"] for r in rows} == {
+        80: "open", 81: "closed", 82: "filtered", 83: "unreachable"}
+    assert all(list(r) == ["host", "port", "state", "reason", "rtt_ms", "attempts", "engine",
+                           "source"] for r in rows)
+    summary = json.loads(err.splitlines()[-1])["summary"]
+    assert summary["targets"] == 4 and summary["states"]["open"] == 1
+    assert summary["stats"] == {"sent": 4}
+
+
+def test_csv_has_a_header_and_rows(fake_engine: object) -> None:
+    code, out, _ = run_cli("--engine", "fake", "--csv", "-q", "-p", "81", "198.18.0.2-198.18.0.4")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 1
+    assert sorted(r["host"] for r in rows) == ["198.18.0.2", "198.18.0.3", "198.18.0.4"]
+    assert {r["state"] for r in rows} == {"closed"}
+
+
+def test_cidr_sweep_with_excludes(fake_engine: object, tmp_path) -> None:
+    exclude_file = tmp_path / "never"
+    exclude_file.write_text("# keep off\n198.19.0.8/29\n")
+    code, out, _ = run_cli("--engine", "fake", "--json", "-q", "-p", "80", "198.19.0.0/27",
+                           "--exclude", "198.19.0.0,198.19.0.1", "--exclude-file",
+                           str(exclude_file))
+    hosts = {json.loads(line)["host"] for line in out.splitlines()}
+    assert code == 0
+    assert len(hosts) == 32 - 2 - 8
+    assert "198.19.0.9" not in hosts and "198.19.0.0" not in hosts
+
+
+def test_targets_from_a_file_and_stdin(fake_engine: object, tmp_path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    listing = tmp_path / "hosts"
+    listing.write_text("198.18.0.2:80  # web\n198.18.0.3:81\n")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("198.18.0.4:80\n"))
+    code, out, _ = run_cli("--engine", "fake", "--json", "-q", "-iL", str(listing), "-iL", "-")
+    assert code == 1
+    assert sorted(json.loads(line)["host"] for line in out.splitlines()) == [
+        "198.18.0.2", "198.18.0.3", "198.18.0.4"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "token"),
+    [
+        (["198.18.0.2:0"], "198.18.0.2:0"),
+        (["-p", "70000", "198.18.0.2"], "70000"),
+        (["-p", "90-80", "198.18.0.2"], "90-80"),
+        (["198.18.0.300:80"], "198.18.0.300"),
+        (["198.18.0.2"], "no port"),
+        ([], "no targets"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(fake_engine: object, argv: list[str],
+                                          token: str) -> None:
+    code, out, err = run_cli("--engine", "fake", *argv)
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1 and token in err
+    assert "Traceback" not in err
+
+
+def test_large_ranges_need_allow_large(fake_engine: object) -> None:
+    code, _, err = run_cli("--engine", "fake", "-p", "80,81", "198.19.0.0/16")
+    assert code == 2 and "--allow-large" in err
+    code, out, _ = run_cli("--engine", "fake", "-q", "--json", "--allow-large", "-p", "80,81",
+                           "198.19.0.0/23")
+    assert code == 1 and len(out.splitlines()) == 1024
+
+
+def test_dry_run_sends_nothing(fake_engine: object) -> None:
+    code, out, _ = run_cli("--engine", "fake", "--dry-run", "-p", "80,81", "198.18.0.2")
+    assert code == 0
+    assert sorted(out.splitlines()) == ["fake 198.18.0.2:80", "fake 198.18.0.2:81"]
+
+
+def test_shards_cover_the_space_once(fake_engine: object) -> None:
+    seen: list[str] = []
+    for i in range(3):
+        _, out, _ = run_cli("--engine", "fake", "--json", "-q", "--seed", "7", "--shard",
+                            f"{i}/3", "-p", "80", "198.19.0.0/26")
+        seen += [json.loads(line)["host"] for line in out.splitlines()]
+    assert len(seen) == 64 and len(set(seen)) == 64
+
+
+def test_shaker_timeout_limit_is_a_usage_error() -> None:
+    code, _, err = run_cli("--timeout", "2", "127.0.0.1:9")
+    assert code == 2 and "below the kernel" in err
+
+
+def test_help_teaches() -> None:
+    out = subprocess.run([sys.executable, "-m", "synprobe", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for needle in ("examples:", "--json", "--source", "exit status:", "shaker", "raw"):
+        assert needle in out
