@@ -1,0 +1,80 @@
+"""The keyed cookie: deterministic per key, spread over the port range, unforgeable without it."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+
+import pytest
+
+from synprobe.wire.cookie import DEFAULT_PORT_HI, DEFAULT_PORT_LO, KEY_BYTES, CookieKey
+
+LOCAL4 = ipaddress.ip_address("192.0.2.1").packed
+LOCAL6 = ipaddress.ip_address("2001:db8::1").packed
+
+
+def test_default_range_is_above_linux_ephemeral_ports() -> None:
+    # net.ipv4.ip_local_port_range defaults to 32768-60999.
+    assert 60999 < DEFAULT_PORT_LO <= DEFAULT_PORT_HI == 65535
+
+
+def test_key_is_random_per_instance_and_not_printed() -> None:
+    a, b = CookieKey(), CookieKey()
+    assert len(a.key) == KEY_BYTES and a.key != b.key
+    assert a.key.hex() not in repr(a)
+    target = (LOCAL4, bytes([198, 51, 100, 7]), 443)
+    assert a.derive(*target) != b.derive(*target)
+
+
+def test_same_key_same_answer() -> None:
+    a, b = CookieKey(b"k" * 16), CookieKey(b"k" * 16)
+    for port in (1, 80, 443, 65535):
+        assert a.derive(LOCAL4, bytes(4), port) == b.derive(LOCAL4, bytes(4), port)
+        assert a.derive(LOCAL6, bytes(16), port) == b.derive(LOCAL6, bytes(16), port)
+
+
+@pytest.mark.parametrize("span", [(61000, 65535), (1024, 1024), (40000, 40001), (1, 65535)])
+def test_ports_stay_in_range_and_spread(span: tuple[int, int]) -> None:
+    key = CookieKey(b"x" * 16, *span)
+    rng = random.Random(0)
+    ports = [key.derive(LOCAL4, rng.randbytes(4), rng.randrange(1, 65536))[1] for _ in range(2000)]
+    assert all(span[0] <= p <= span[1] for p in ports)
+    assert all(key.owns_port(p) for p in ports)
+    assert not key.owns_port(span[0] - 1) and not key.owns_port(span[1] + 1)
+    width = span[1] - span[0] + 1
+    # 2000 draws over `width` ports: expect width * (1 - e^(-2000/width)) distinct ones.
+    assert len(set(ports)) >= min(width, 1500) * 0.9
+
+
+def test_each_field_changes_the_cookie() -> None:
+    key = CookieKey(b"y" * 16)
+    base = key.derive(LOCAL4, bytes([198, 51, 100, 7]), 443)
+    assert key.derive(bytes([192, 0, 2, 2]), bytes([198, 51, 100, 7]), 443) != base
+    assert key.derive(LOCAL4, bytes([198, 51, 100, 8]), 443) != base
+    assert key.derive(LOCAL4, bytes([198, 51, 100, 7]), 444) != base
+    # Swapping local and remote is a different flow, hence a different cookie.
+    assert key.derive(bytes([198, 51, 100, 7]), LOCAL4, 443) != base
+
+
+def test_sequence_numbers_use_all_32_bits() -> None:
+    key = CookieKey(b"z" * 16)
+    seqs = [
+        key.derive(LOCAL6, ipaddress.ip_address(f"2001:db8::{i:x}").packed, 80)[0]
+        for i in range(1, 2001)
+    ]
+    assert all(0 <= s < 2**32 for s in seqs)
+    assert len(set(seqs)) == len(seqs)
+    assert max(seqs) > 2**31 and min(seqs) < 2**31
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(0, 10), (10, 9), (1, 65536)])
+def test_bad_ranges_are_refused(lo: int, hi: int) -> None:
+    with pytest.raises(ValueError):
+        CookieKey(port_lo=lo, port_hi=hi)
+
+
+def test_bad_key_is_refused() -> None:
+    with pytest.raises(ValueError):
+        CookieKey(b"")
+    with pytest.raises(ValueError):
+        CookieKey(bytes(33))
