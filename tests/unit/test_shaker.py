@@ -6,13 +6,14 @@ import errno
 import os
 import select
 import socket
+import struct
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from synprobe.engines.base import ProbeOptions
-from synprobe.engines.shaker import ShakerEngine
+from synprobe.engines.shaker import IP_RECVERR, IPV6_RECVERR, ShakerEngine, icmp_from_errqueue
 from synprobe.errors import UsageError
 from synprobe.model import ProbeResult, State, Target
 from synprobe.sources import IterSource
@@ -131,11 +132,12 @@ def test_options_are_set_before_bind_and_connect() -> None:
     [result] = run_all(engine, [Target("127.0.0.1", 80)])
     assert result.state is State.FILTERED and result.reason == "timeout"
     names = [entry[0] for entry in log]
-    assert names == ["socket", "setsockopt", "setsockopt", "setsockopt", "bind", "connect",
-                     "close"]
+    assert names == ["socket", "setsockopt", "setsockopt", "setsockopt", "setsockopt", "bind",
+                     "connect", "close"]
     opts = [entry[1] for entry in log if entry[0] == "setsockopt"]
     assert (socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00") in opts
     assert (socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0) in opts
+    assert (socket.IPPROTO_IP, IP_RECVERR, 1) in opts
     assert opts[-1] == (socket.IPPROTO_IP, socket.IP_BIND_ADDRESS_NO_PORT, 1)
     assert log[0][1] == socket.SOCK_NONBLOCK
 
@@ -196,3 +198,23 @@ def test_rate_limit_paces_starts() -> None:
     elapsed = time.monotonic() - started
     assert len(results) == 20
     assert elapsed >= 19 / 200.0 * 0.9  # 20 starts at 200/s take ~95 ms
+
+
+def extended_err(origin: int, icmp_type: int, icmp_code: int) -> bytes:
+    return struct.pack("=IBBBBII", errno.EHOSTUNREACH, origin, icmp_type, icmp_code, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("anc", "expected"),
+    [
+        ([(socket.IPPROTO_IP, IP_RECVERR, extended_err(2, 3, 1) + b"\0" * 16)], (False, 3, 1)),
+        ([(socket.IPPROTO_IPV6, IPV6_RECVERR, extended_err(3, 1, 3))], (True, 1, 3)),
+        ([(socket.IPPROTO_IP, IP_RECVERR, extended_err(1, 0, 0))], None),  # local origin
+        ([(socket.IPPROTO_IP, IP_RECVERR, b"short")], None),
+        ([(socket.SOL_SOCKET, 29, extended_err(2, 3, 1))], None),  # another cmsg
+        ([], None),
+    ],
+)
+def test_icmp_from_errqueue(anc: list[tuple[int, int, bytes]],
+                            expected: tuple[bool, int, int] | None) -> None:
+    assert icmp_from_errqueue(anc) == expected
