@@ -130,6 +130,8 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             stdout.write(engine.describe(target) + "\n")
         return EXIT_ALL_OPEN
 
+    # The engine is made (and may fail: privileges, options) before anything is written.
+    results = probe_many(targets, engine=args.engine, **options)
     if args.json:
         writer: TableWriter | JsonWriter | CsvWriter = JsonWriter(stdout)
     elif args.csv:
@@ -141,7 +143,7 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     tally = Tally(total)
     progress = not args.quiet and stderr.isatty()
     next_progress = time.monotonic() + 1.0
-    with probe_many(targets, engine=args.engine, **options) as results:
+    with results:
         for result in results:
             writer.write(result)
             tally.add(result)

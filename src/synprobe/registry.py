@@ -41,6 +41,8 @@ def create_engine(name: str, options: ProbeOptions) -> Engine:
     try:
         module = import_module(module_name)
     except ImportError as exc:
+        if (exc.name or "").startswith("synprobe"):
+            raise  # our own bug, not a missing optional package
         raise EngineUnavailable(
             f"the {name} engine needs a package that is not installed ({exc.name}); "
             f"install it with: pip install 'synprobe[{name}]'"
