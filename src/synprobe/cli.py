@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from synprobe.api import make_options, probe_many
 from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
-from synprobe.output import CsvWriter, JsonWriter, TableWriter, Tally, format_summary, lost_replies
+from synprobe.model import Target
+from synprobe.output import (
+    CsvWriter,
+    JsonWriter,
+    LineSink,
+    TableWriter,
+    Tally,
+    format_summary,
+    lost_replies,
+    merge_stats,
+)
 from synprobe.registry import create_engine, engines
 from synprobe.targets import (
     build_space,
@@ -19,6 +30,7 @@ from synprobe.targets import (
     parse_ports,
     parse_shard,
 )
+from synprobe.workers import Workers, auto_workers
 
 EXIT_ALL_OPEN = 0
 EXIT_NOT_ALL_OPEN = 1
@@ -85,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "from a port no socket owns) or the engine itself")
     p.add_argument("--mark", type=int, metavar="N", help="SO_MARK for the probe sockets "
                    "(policy routing; needs CAP_NET_ADMIN)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="processes to spread the run over (default: one per core, up to 4, for "
+                   "shaker runs of 20,000+ targets; else 1)")
+    p.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # set for worker processes
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be sent, send nothing")
     fmt = p.add_mutually_exclusive_group()
@@ -112,36 +128,61 @@ def _engine_options(args: argparse.Namespace) -> dict[str, object]:
     return extra
 
 
-def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> int:
     ports = parse_ports(args.ports) if args.ports else None
     excludes = [e for arg in args.exclude for e in arg.split(",") if e.strip()]
     space = build_space(_tokens(args), ports, excludes=excludes, exclude_files=args.exclude_file)
     if len(space) == 0:
         raise UsageError("no targets to probe (all excluded, or none given; see --help)")
     space.check_size(allow_large=args.allow_large)
-    shard, shards = parse_shard(args.shard) if args.shard else (0, 1)
-    targets = space.iter(seed=args.seed, shard=shard, shards=shards)
+    if args.workers < 0:
+        raise UsageError("--workers must be 0 (auto) or more")
+    shard = parse_shard(args.shard) if args.shard else (0, 1)
+    total = len(space) // shard[1]
     options = dict(timeout=args.timeout, retries=args.retries, concurrency=args.concurrency,
                    rate=args.rate or None, source=args.source, **_engine_options(args))
 
     if args.dry_run:
         engine = create_engine(args.engine, make_options(**options))
-        for target in targets:
+        for target in space.iter(seed=args.seed, shard=shard[0], shards=shard[1]):
             stdout.write(engine.describe(target) + "\n")
         return EXIT_ALL_OPEN
 
     # The engine is made (and may fail: privileges, options) before anything is written.
+    make_options(**options)
+    create_engine(args.engine, make_options(**options)).close()
+    workers = None
+    seed = args.seed
+    count = args.workers or auto_workers(args.engine, total)
+    if count > 1 and args.worker_fd is None:
+        workers = Workers(argv, count, seed, shard, options["rate"], args.concurrency)
+        seed, shard = workers.seed, workers.own_shard
+        options.update(rate=workers.rate, concurrency=workers.concurrency)
+    try:
+        code = _probe(args, space.iter(seed=seed, shard=shard[0], shards=shard[1]), options,
+                      total, space.has_ipv6, workers, stdout, stderr)
+    finally:
+        if workers is not None:
+            workers.terminate()  # only if we are leaving early; a no-op otherwise
+    return code
+
+
+def _probe(args: argparse.Namespace, targets: Iterator[Target], options: dict[str, Any],
+           total: int, has_ipv6: bool, workers: Workers | None, stdout: TextIO,
+           stderr: TextIO) -> int:
     results = probe_many(targets, engine=args.engine, **options)
+    is_worker = args.worker_fd is not None
+    sink = LineSink(stdout, line_buffered=stdout.isatty())
     if args.json:
-        writer: TableWriter | JsonWriter | CsvWriter = JsonWriter(stdout)
+        writer: TableWriter | JsonWriter | CsvWriter = JsonWriter(sink)
     elif args.csv:
-        writer = CsvWriter(stdout)
+        writer = CsvWriter(sink, header=not is_worker)
     else:
         colour = not args.no_color and stdout.isatty()
-        writer = TableWriter(stdout, colour=colour, host_width=39 if space.has_ipv6 else 15)
-    total = len(space) // shards
+        writer = TableWriter(sink, colour=colour, host_width=39 if has_ipv6 else 15,
+                             header=not is_worker)
     tally = Tally(total)
-    progress = not args.quiet and stderr.isatty()
+    progress = not args.quiet and not is_worker and stderr.isatty()
     next_progress = time.monotonic() + 1.0
     with results:
         for result in results:
@@ -153,7 +194,18 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                 next_progress = time.monotonic() + 0.5
         stats = results.stats()
     writer.finish()
+    codes = [EXIT_ALL_OPEN if tally.all_open() else EXIT_NOT_ALL_OPEN]
+    if workers is not None:
+        worker_codes, summaries = workers.join()
+        codes += worker_codes
+        for summary in summaries:
+            tally.merge(summary)
+            merge_stats(stats, summary["stats"])  # type: ignore[arg-type]
     summary = tally.summary(args.engine, stats)
+    if is_worker:
+        with os.fdopen(args.worker_fd, "w") as pipe:
+            json.dump(summary, pipe)
+        return codes[0]
     if not args.quiet:
         if progress:
             stderr.write("\r\033[K")
@@ -162,6 +214,8 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     if lost_replies(stats):
         stderr.write(f"synprobe: warning: {lost_replies(stats):,} probes or replies were lost "
                      "locally (failed sends, kernel drops); results for them may read filtered\n")
+    if any(c not in (EXIT_ALL_OPEN, EXIT_NOT_ALL_OPEN) for c in codes):
+        return max(codes)  # a worker failed: its own error line is already on stderr
     return EXIT_ALL_OPEN if tally.all_open() else EXIT_NOT_ALL_OPEN
 
 
@@ -170,6 +224,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse's own usage errors and --help
@@ -177,7 +232,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
     try:
         if not args.targets and not args.input_list:
             raise UsageError("no targets given (see --help for examples)")
-        return run(args, stdout, stderr)
+        return run(args, argv, stdout, stderr)
     except UsageError as exc:
         stderr.write(f"synprobe: error: {exc}\n")
         return EXIT_USAGE

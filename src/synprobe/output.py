@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 import time
 from collections import Counter
 from typing import TextIO
@@ -21,15 +23,58 @@ _RESET = "\033[0m"
 FIELDS = ("host", "port", "state", "reason", "rtt_ms", "attempts", "engine", "source")
 
 
+class LineSink:
+    """Writes whole lines straight to the output's fd in chunks under PIPE_BUF (4 KiB).
+
+    Several worker processes share one stdout; a pipe write of at most 4 KiB is atomic and a
+    regular file's offset is locked per write, so their lines never interleave mid-line. A
+    stream without a file descriptor (a StringIO in tests) is written to as it is.
+    """
+
+    CHUNK = 3584
+
+    def __init__(self, out: TextIO, *, line_buffered: bool = False) -> None:
+        self.out = out
+        self.line_buffered = line_buffered
+        self._parts: list[bytes] = []
+        self._size = 0
+        try:
+            out.flush()
+            self.fd: int | None = out.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            self.fd = None
+
+    def write(self, text: str) -> None:
+        if self.fd is None:
+            self.out.write(text)
+            return
+        data = text.encode()
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= self.CHUNK or self.line_buffered:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.fd is None:
+            self.out.flush()
+            return
+        view = memoryview(b"".join(self._parts))
+        self._parts.clear()
+        self._size = 0
+        while view:
+            view = view[os.write(self.fd, view):]
+
+
 class TableWriter:
     """Aligned columns, written as results arrive; the state is coloured on a terminal."""
 
-    def __init__(self, out: TextIO, *, colour: bool, host_width: int) -> None:
+    def __init__(self, out: LineSink, *, colour: bool, host_width: int, header: bool) -> None:
         self.out = out
         self.colour = colour
         self.host_width = host_width
-        out.write(f"{'HOST':<{host_width}}  {'PORT':>5}  {'STATE':<11}  {'REASON':<14}  "
-                  f"{'RTT':>9}  TRIES\n")
+        if header:
+                out.write(f"{'HOST':<{host_width}}  {'PORT':>5}  {'STATE':<11}  {'REASON':<14}  "
+                      f"{'RTT':>9}  TRIES\n")
 
     def write(self, r: ProbeResult) -> None:
         state = f"{r.state.value:<11}"
@@ -46,7 +91,7 @@ class TableWriter:
 class JsonWriter:
     """One JSON object per line, keys as in ProbeResult.to_dict()."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: LineSink) -> None:
         self.out = out
 
     def write(self, r: ProbeResult) -> None:
@@ -57,10 +102,11 @@ class JsonWriter:
 
 
 class CsvWriter:
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: LineSink, *, header: bool) -> None:
         self.out = out
-        self._csv = csv.writer(out, lineterminator="\n")
-        self._csv.writerow(FIELDS)
+        self._csv = csv.writer(out, lineterminator="\n")  # one write() per row: whole lines
+        if header:
+            self._csv.writerow(FIELDS)
 
     def write(self, r: ProbeResult) -> None:
         d = r.to_dict()
@@ -86,6 +132,14 @@ class Tally:
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def merge(self, summary: dict[str, object]) -> None:
+        """Add a worker's summary (as written by summary()) to this one's counts."""
+        states = summary["states"]
+        assert isinstance(states, dict)
+        for name, count in states.items():
+            self.states[State(name)] += count
+            self.done += count
 
     def all_open(self) -> bool:
         return self.done > 0 and self.states[State.OPEN] == self.done
@@ -119,6 +173,11 @@ def format_summary(summary: dict[str, object]) -> str:
             f" ({rate:,.0f}/s) with the {summary['engine']} engine: {counts or 'nothing'}"
             if rate is not None else f"synprobe: {summary['targets']:,} targets: {counts}")
     return line + (f" [{extra}]" if extra else "")
+
+
+def merge_stats(into: dict[str, int], more: dict[str, int]) -> None:
+    for key, value in more.items():
+        into[key] = into.get(key, 0) + value
 
 
 def lost_replies(stats: dict[str, int]) -> int:
