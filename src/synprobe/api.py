@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
 from synprobe.engines.base import Engine, ProbeOptions
@@ -13,7 +13,7 @@ from synprobe.model import ProbeResult, Target
 from synprobe.registry import create_engine
 from synprobe.runner import EngineThread, ThrottledSource
 from synprobe.sources import IterSource
-from synprobe.targets import TargetSpace, parse_target
+from synprobe.targets import TargetSpace, parse_target, parse_via, with_vias
 
 TargetLike = str | tuple[str, int] | Target
 
@@ -38,13 +38,29 @@ def make_options(
     return ProbeOptions(timeout, retries, concurrency, rate, source, dict(engine_options))
 
 
-def iter_targets(targets: Iterable[TargetLike] | TargetSpace) -> Iterator[Target]:
+def iter_targets(
+    targets: Iterable[TargetLike] | TargetSpace, vias: Sequence[str] = ()
+) -> Iterator[Target]:
     """Targets as the engines take them, converted lazily (a huge list is never copied)."""
     if isinstance(targets, TargetSpace):
-        return targets.iter()
+        return with_vias(targets.iter(), vias)
     if isinstance(targets, str | Target):
         raise UsageError("probe_many() takes an iterable of targets; use probe() for one")
-    return (parse_target(t) for t in targets)
+    return with_vias((parse_target(t) for t in targets), vias)
+
+
+def parse_vias(via: str | Sequence[str] | None) -> list[str]:
+    if via is None:
+        return []
+    return [parse_via(v) for v in ([via] if isinstance(via, str) else via)]
+
+
+def check_via_support(eng: Engine, vias: Sequence[str]) -> None:
+    if vias and not getattr(eng, "supports_via", False):
+        raise UsageError(
+            f"the {eng.name} engine cannot choose the real server a check goes through (via); "
+            "use engine 'raw', or SO_MARK with policy routing (--mark; see the README)"
+        )
 
 
 def probe(
@@ -54,14 +70,19 @@ def probe(
     timeout: float = 0.5,
     source: str | None = None,
     retries: int = 1,
+    via: str | None = None,
     **engine_options: object,
 ) -> ProbeResult:
-    """Check one target, blocking until it is classified (at most timeout * (retries + 1))."""
+    """Check one target, blocking until it is classified (at most timeout * (retries + 1)).
+
+    `via` names a real server to check the target (a DSR VIP) through."""
     options = make_options(timeout=timeout, retries=retries, source=source, **engine_options)
+    vias = parse_vias(via)
     eng = create_engine(engine, options)
     # One check runs inline: no consumer can stall the engine loop between yields here.
     try:
-        for batch in eng.run(IterSource([parse_target(target)])):
+        check_via_support(eng, vias)
+        for batch in eng.run(IterSource(iter_targets([target], vias))):
             if batch:
                 return batch[0]
     finally:
@@ -134,16 +155,25 @@ def probe_many(
     concurrency: int = 1000,
     rate: float | None = None,
     source: str | None = None,
+    via: str | Sequence[str] | None = None,
     **engine_options: object,
 ) -> ResultStream:
     """Check many targets; results stream back in completion order, never materialising the
-    target list. Use it as an iterator (or `with` block, to stop early cleanly)."""
+    target list. Use it as an iterator (or `with` block, to stop early cleanly).
+
+    With `via` (one real server or several), each target is checked through each of them."""
     options = make_options(
         timeout=timeout, retries=retries, concurrency=concurrency, rate=rate, source=source,
         **engine_options,
     )
+    vias = parse_vias(via)
     eng = create_engine(engine, options)
-    return ResultStream(eng, iter_targets(targets), high_water=max(4096, 4 * concurrency))
+    try:
+        check_via_support(eng, vias)
+    except UsageError:
+        eng.close()
+        raise
+    return ResultStream(eng, iter_targets(targets, vias), high_water=max(4096, 4 * concurrency))
 
 
 async def aprobe(target: TargetLike, **kwargs: Any) -> ProbeResult:
@@ -157,9 +187,11 @@ async def aprobe_many(
     """`probe_many()` for asyncio: `async for result in aprobe_many(targets, ...)`."""
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[list[ProbeResult] | BaseException | None] = asyncio.Queue()
-    options = make_options(**{k: v for k, v in kwargs.items() if k != "engine"})
+    options = make_options(**{k: v for k, v in kwargs.items() if k not in ("engine", "via")})
+    vias = parse_vias(kwargs.get("via"))
     eng = create_engine(kwargs.get("engine", "shaker"), options)
-    source = ThrottledSource(iter_targets(targets), max(4096, 4 * options.concurrency))
+    check_via_support(eng, vias)
+    source = ThrottledSource(iter_targets(targets, vias), max(4096, 4 * options.concurrency))
     thread = EngineThread(
         eng, source, lambda item: loop.call_soon_threadsafe(inbox.put_nowait, item)
     )

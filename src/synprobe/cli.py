@@ -8,11 +8,10 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
-from synprobe.api import make_options, probe_many
+from synprobe.api import ResultStream, check_via_support, make_options, probe_many
 from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
-from synprobe.model import Target
 from synprobe.output import (
     CsvWriter,
     JsonWriter,
@@ -29,6 +28,8 @@ from synprobe.targets import (
     iter_target_file,
     parse_ports,
     parse_shard,
+    parse_via,
+    with_vias,
 )
 from synprobe.workers import Workers, auto_workers
 
@@ -95,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rst", choices=["kernel", "self"], default=None,
                    help="raw engine: who resets an open port: the kernel (default; the SYN left "
                    "from a port no socket owns) or the engine itself")
+    p.add_argument("--via", action="append", default=[], metavar="IP",
+                   help="check each target through this real server (DSR; repeatable: one "
+                   "result per target and real server; raw engine)")
     p.add_argument("--mark", type=int, metavar="N", help="SO_MARK for the probe sockets "
                    "(policy routing; needs CAP_NET_ADMIN)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
@@ -138,19 +142,18 @@ def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: T
     if args.workers < 0:
         raise UsageError("--workers must be 0 (auto) or more")
     shard = parse_shard(args.shard) if args.shard else (0, 1)
-    total = len(space) // shard[1]
+    vias = [parse_via(v) for v in args.via]
+    total = len(space) // shard[1] * max(1, len(vias))
     options = dict(timeout=args.timeout, retries=args.retries, concurrency=args.concurrency,
                    rate=args.rate or None, source=args.source, **_engine_options(args))
 
     if args.dry_run:
         engine = create_engine(args.engine, make_options(**options))
-        for target in space.iter(seed=args.seed, shard=shard[0], shards=shard[1]):
+        check_via_support(engine, vias)
+        for target in with_vias(space.iter(args.seed, shard[0], shard[1]), vias):
             stdout.write(engine.describe(target) + "\n")
         return EXIT_ALL_OPEN
 
-    # The engine is made (and may fail: privileges, options) before anything is written.
-    make_options(**options)
-    create_engine(args.engine, make_options(**options)).close()
     workers = None
     seed = args.seed
     count = args.workers or auto_workers(args.engine, total)
@@ -158,19 +161,21 @@ def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: T
         workers = Workers(argv, count, seed, shard, options["rate"], args.concurrency)
         seed, shard = workers.seed, workers.own_shard
         options.update(rate=workers.rate, concurrency=workers.concurrency)
+    # The engine is made (and may fail: privileges, options) before anything is written.
+    results = probe_many(space.iter(seed, shard[0], shard[1]), engine=args.engine, via=vias,
+                         **options)
     try:
-        code = _probe(args, space.iter(seed=seed, shard=shard[0], shards=shard[1]), options,
-                      total, space.has_ipv6, workers, stdout, stderr)
+        if workers is not None:
+            workers.start()
+        return _report(args, results, total, space.has_ipv6, workers, stdout, stderr)
     finally:
+        results.close()
         if workers is not None:
             workers.terminate()  # only if we are leaving early; a no-op otherwise
-    return code
 
 
-def _probe(args: argparse.Namespace, targets: Iterator[Target], options: dict[str, Any],
-           total: int, has_ipv6: bool, workers: Workers | None, stdout: TextIO,
-           stderr: TextIO) -> int:
-    results = probe_many(targets, engine=args.engine, **options)
+def _report(args: argparse.Namespace, results: ResultStream, total: int, has_ipv6: bool,
+            workers: Workers | None, stdout: TextIO, stderr: TextIO) -> int:
     is_worker = args.worker_fd is not None
     sink = LineSink(stdout, line_buffered=stdout.isatty())
     if args.json:

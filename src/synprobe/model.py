@@ -22,17 +22,22 @@ class State(enum.StrEnum):
 
 
 class Target(NamedTuple):
-    """One (address, port) to check. `host` is a numeric IPv4 or IPv6 address."""
+    """One (address, port) to check. `host` is a numeric IPv4 or IPv6 address.
+
+    `via` names the real server to check it through (DSR: the VIP as served by that backend).
+    """
 
     host: str
     port: int
+    via: str | None = None
 
     @property
     def family_is_v6(self) -> bool:
         return ":" in self.host
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        addr = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return addr if self.via is None else f"{addr} via {self.via}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,7 @@ class ProbeResult:
     attempts: int
     engine: str
     source: str | None = None
+    via: str | None = None  # the real server checked through, when one was named
 
     @property
     def is_open(self) -> bool:
@@ -60,6 +66,7 @@ class ProbeResult:
             "attempts": self.attempts,
             "engine": self.engine,
             "source": self.source,
+            "via": self.via,
         }
 
 

@@ -20,7 +20,7 @@ _COLOURS = {
     State.ERROR: "\033[1;31m",
 }
 _RESET = "\033[0m"
-FIELDS = ("host", "port", "state", "reason", "rtt_ms", "attempts", "engine", "source")
+FIELDS = ("host", "port", "state", "reason", "rtt_ms", "attempts", "engine", "source", "via")
 
 
 class LineSink:

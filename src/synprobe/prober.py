@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 
-from synprobe.api import TargetLike, iter_targets, make_options
+from synprobe.api import TargetLike, check_via_support, iter_targets, make_options, parse_vias
 from synprobe.model import ProbeResult, Target
 from synprobe.registry import create_engine
 from synprobe.sources import QueueSource
@@ -53,7 +53,8 @@ class Prober:
         try:
             for batch in self._engine.run(self._source):
                 with self._lock:
-                    waiters = [(r, self._pending.pop(Target(r.host, r.port), [])) for r in batch]
+                    pending = self._pending
+                    waiters = [(r, pending.pop(Target(r.host, r.port, r.via), [])) for r in batch]
                 for result, futures in waiters:
                     for fut in futures:
                         fut.set_result(result)
@@ -67,9 +68,12 @@ class Prober:
         finally:
             self._engine.close()
 
-    def submit(self, target: TargetLike) -> Future[ProbeResult]:
-        """Start a check; the future resolves to its ProbeResult."""
-        tgt = iter_targets([target]).__next__()
+    def submit(self, target: TargetLike, via: str | None = None) -> Future[ProbeResult]:
+        """Start a check (through real server `via`, if named); the future resolves to its
+        ProbeResult."""
+        vias = parse_vias(via)
+        check_via_support(self._engine, vias)
+        tgt = next(iter_targets([target], vias))
         fut: Future[ProbeResult] = Future()
         with self._lock:
             if self._failure is not None:
@@ -83,11 +87,11 @@ class Prober:
             self._source.put(tgt)
         return fut
 
-    def probe(self, target: TargetLike) -> ProbeResult:
-        return self.submit(target).result()
+    def probe(self, target: TargetLike, via: str | None = None) -> ProbeResult:
+        return self.submit(target, via).result()
 
-    async def aprobe(self, target: TargetLike) -> ProbeResult:
-        return await asyncio.wrap_future(self.submit(target))
+    async def aprobe(self, target: TargetLike, via: str | None = None) -> ProbeResult:
+        return await asyncio.wrap_future(self.submit(target, via))
 
     def probe_many(
         self, targets: Iterable[TargetLike] | TargetSpace, *, window: int = 1000

@@ -54,7 +54,7 @@ class _Block:
         host = (
             inet_ntop(AF_INET6, value.to_bytes(16)) if self.v6[j] else inet_ntoa(value.to_bytes(4))
         )
-        return _new_tuple(Target, (host, self.ports[port_index]))
+        return _new_tuple(Target, (host, self.ports[port_index], None))
 
     def __iter__(self) -> Iterator[Target]:
         for port in self.ports:

@@ -244,6 +244,8 @@ def parse_target(obj: object, resolver: Resolver = socket.getaddrinfo) -> Target
     The host is an address or a name; a name becomes its first resolved address (the system's
     preferred one). Ranges and CIDR blocks are `build_space()`'s job.
     """
+    if isinstance(obj, Target):
+        return parse_target((obj.host, obj.port), resolver)._replace(via=obj.via)
     if isinstance(obj, str):
         host, port_text = split_port(obj.strip())
         if port_text is None or not (port_text.isascii() and port_text.isdigit()):
@@ -264,3 +266,22 @@ def parse_target(obj: object, resolver: Resolver = socket.getaddrinfo) -> Target
         ip = resolve(host, str(obj), resolver)[0]
     version, value = ip
     return Target(format_ip(value, version == 6), port)
+
+
+def parse_via(text: str) -> str:
+    """A real server to check through: a numeric address, in canonical form."""
+    ip = parse_ip(text.strip())
+    if ip is None:
+        raise UsageError(f"bad --via {text!r}: give the real server's IP address")
+    version, value = ip
+    return format_ip(value, version == 6)
+
+
+def with_vias(targets: Iterable[Target], vias: Sequence[str]) -> Iterator[Target]:
+    """Each target once per real server (or as it is, when no real server is named)."""
+    if not vias:
+        yield from targets
+        return
+    for target in targets:
+        for via in vias:
+            yield target._replace(via=via)

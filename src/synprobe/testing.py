@@ -40,7 +40,7 @@ class FakeEngine:
         state, reason = answer
         rtt = 0.001 if state in (State.OPEN, State.CLOSED) else None
         return ProbeResult(target.host, target.port, state, reason, rtt, 1, self.name,
-                           self.options.source)
+                           self.options.source, target.via)
 
     def describe(self, target: Target) -> str:
         return f"fake {target}"

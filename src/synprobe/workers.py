@@ -38,7 +38,13 @@ class Workers:
         self.shards = [(first + of * j, of * count) for j in range(count)]
         self.rate = rate / count if rate else None
         self.concurrency = max(1, concurrency // count)
+        self._argv = list(argv)
         self._children: list[tuple[subprocess.Popen[bytes], int]] = []
+
+    def start(self) -> None:
+        """Launch workers 1..n-1 (after the caller's own engine was made: if that fails, no
+        worker is left to fail the same way)."""
+        argv = self._argv
         for index, part in self.shards[1:]:
             read_end, write_end = os.pipe()
             cmd = [sys.executable, "-m", "synprobe", *argv, "--workers", "1",

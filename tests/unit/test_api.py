@@ -126,3 +126,21 @@ def test_asyncio_forms(fake_engine: Made) -> None:
     assert one is State.CLOSED
     assert many == sorted([State.OPEN, State.FILTERED])
     assert via_prober is State.UNREACHABLE
+
+
+def test_via_expands_targets_and_keys_results(fake_engine: Made,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FakeEngine, "supports_via", True, raising=False)
+    got = sorted((r.port, r.via) for r in synprobe.probe_many(
+        ["198.18.0.100:80"], engine="fake", via=["198.18.0.11", "198.18.0.12"]))
+    assert got == [(80, "198.18.0.11"), (80, "198.18.0.12")]
+    with synprobe.Prober(engine="fake") as prober:
+        a = prober.submit("198.18.0.100:80", via="198.18.0.11")
+        b = prober.submit("198.18.0.100:80", via="198.18.0.12")
+        assert (a.result().via, b.result().via) == ("198.18.0.11", "198.18.0.12")
+    assert synprobe.probe("198.18.0.100:80", engine="fake", via="198.18.0.12").via == "198.18.0.12"
+
+
+def test_shaker_refuses_via() -> None:
+    with pytest.raises(synprobe.UsageError, match="cannot choose the real server"):
+        synprobe.probe_many(["198.18.0.100:80"], via="198.18.0.11")

@@ -38,7 +38,7 @@ def test_not_all_open_exits_1_and_json_lines(fake_engine: object) -> None:
     assert {r["port"]: r["state"] for r in rows} == {
         80: "open", 81: "closed", 82: "filtered", 83: "unreachable"}
     assert all(list(r) == ["host", "port", "state", "reason", "rtt_ms", "attempts", "engine",
-                           "source"] for r in rows)
+                           "source", "via"] for r in rows)
     summary = json.loads(err.splitlines()[-1])["summary"]
     assert summary["targets"] == 4 and summary["states"]["open"] == 1
     assert summary["stats"] == {"sent": 4}
@@ -128,3 +128,23 @@ def test_help_teaches() -> None:
                          text=True, check=True).stdout
     for needle in ("examples:", "--json", "--source", "exit status:", "shaker", "raw"):
         assert needle in out
+
+
+def test_via_gives_one_result_per_real_server(fake_engine: object,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import synprobe.testing
+
+    monkeypatch.setattr(synprobe.testing.FakeEngine, "supports_via", True, raising=False)
+    code, out, _ = run_cli("--engine", "fake", "--json", "-q", "--via", "198.18.0.11",
+                           "--via", "198.18.0.12", "198.18.0.100:80", "198.18.0.100:81")
+    rows = sorted((r["host"], r["port"], r["via"]) for r in map(json.loads, out.splitlines()))
+    assert code == 1
+    assert rows == [("198.18.0.100", p, rs) for p in (80, 81)
+                    for rs in ("198.18.0.11", "198.18.0.12")]
+
+
+def test_via_needs_an_engine_that_can_choose_the_real_server(fake_engine: object) -> None:
+    code, _, err = run_cli("--engine", "fake", "--via", "198.18.0.11", "198.18.0.100:80")
+    assert code == 2 and "cannot choose the real server" in err
+    code, _, err = run_cli("--engine", "fake", "--via", "rs1.example", "198.18.0.100:80")
+    assert code == 2 and "bad --via 'rs1.example'" in err

@@ -22,7 +22,8 @@ def test_result_is_frozen_and_slotted() -> None:
 def test_to_dict_is_the_json_form() -> None:
     r = ProbeResult("fd00:5e::2", 443, State.CLOSED, "rst", 0.0012345, 2, "raw", "fd00:5e::1")
     d = r.to_dict()
-    assert list(d) == ["host", "port", "state", "reason", "rtt_ms", "attempts", "engine", "source"]
+    assert list(d) == ["host", "port", "state", "reason", "rtt_ms", "attempts", "engine", "source",
+                       "via"]
     assert d["state"] == "closed" and d["rtt_ms"] == 1.234 and d["attempts"] == 2
     assert json.loads(json.dumps(d)) == d
     timeout = ProbeResult("198.18.0.2", 82, State.FILTERED, "timeout", None, 2, "shaker")
