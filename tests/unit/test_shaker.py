@@ -7,6 +7,7 @@ import os
 import select
 import socket
 import struct
+import threading
 import time
 from collections.abc import Iterator
 
@@ -218,3 +219,22 @@ def extended_err(origin: int, icmp_type: int, icmp_code: int) -> bytes:
 def test_icmp_from_errqueue(anc: list[tuple[int, int, bytes]],
                             expected: tuple[bool, int, int] | None) -> None:
     assert icmp_from_errqueue(anc) == expected
+
+
+def test_an_overdue_deadline_never_blocks_the_loop() -> None:
+    # A clock that leaps a second per reading: every deadline is overdue by the time the loop
+    # computes its wait. The loop must poll without blocking and expire the attempt; blocking
+    # for an event that never comes would keep the socket past the kernel's SYN retransmit.
+    ticks = iter(range(0, 10_000_000))
+    log: list[tuple[str, object]] = []
+    engine = ShakerEngine(ProbeOptions(timeout=0.5, retries=1),
+                          socket_factory=recording_factory(log), clock=lambda: float(next(ticks)))
+    box: list[list[ProbeResult]] = []
+    worker = threading.Thread(target=lambda: box.append(run_all(engine, [Target("198.18.0.2",
+                                                                                82)])),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=5.0)
+    assert not worker.is_alive(), "the engine loop blocked past an overdue deadline"
+    [[result]] = box
+    assert (result.state, result.attempts) == (State.FILTERED, 2)

@@ -187,13 +187,16 @@ class ShakerEngine:
                     return
                 # Wait for answers, the next deadline, the pacer, or new work.
                 now = clock()
-                wait = deadlines[0][0] - now if deadlines else -1.0
+                # -1 (block until an event) only when no attempt has a deadline; an overdue
+                # deadline must poll with 0, never block: a late close lets the kernel
+                # retransmit the SYN, which can complete a full connection under loss.
+                wait = max(deadlines[0][0] - now, 0.0) if deadlines else -1.0
                 if retry:
                     pace = pacer.delay()
                     wait = pace if wait < 0 else min(wait, pace)
                 if done:
                     wait = 0.0
-                events = poller.poll(max(wait, 0.0) if wait >= 0 else -1, 4096)
+                events = poller.poll(wait, 4096)
                 now = clock()
                 for fd, ev in events:
                     att = inflight.pop(fd, None)
