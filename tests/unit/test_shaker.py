@@ -238,3 +238,13 @@ def test_an_overdue_deadline_never_blocks_the_loop() -> None:
     assert not worker.is_alive(), "the engine loop blocked past an overdue deadline"
     [[result]] = box
     assert (result.state, result.attempts) == (State.FILTERED, 2)
+
+
+def test_concurrency_beyond_the_hard_file_limit_is_a_clear_error() -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard != resource.RLIM_INFINITY  # CI's machine has a finite hard limit
+    with pytest.raises(UsageError, match="open files but the hard limit is"):
+        ShakerEngine(ProbeOptions(concurrency=hard))
+    ShakerEngine(ProbeOptions(concurrency=min(soft, hard - 64)))  # fits: no error
