@@ -4,10 +4,10 @@ socket well inside the kernel's ~200 ms delayed-ACK window, so the listener neve
 from __future__ import annotations
 
 import pytest
-from synprobe_lab import OPEN_PORT, Lab
 
 import synprobe
 from synprobe.model import State
+from synprobe_lab import OPEN_PORT, Lab
 
 pytestmark = pytest.mark.netns
 
