@@ -31,7 +31,8 @@ from synprobe.targets import (
     parse_via,
     with_vias,
 )
-from synprobe.workers import Workers, auto_workers
+from synprobe.wire.cookie import DEFAULT_PORT_HI, DEFAULT_PORT_LO
+from synprobe.workers import RAW_WORKER_MIN, Workers, auto_workers
 
 EXIT_ALL_OPEN = 0
 EXIT_NOT_ALL_OPEN = 1
@@ -99,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--via", action="append", default=[], metavar="IP",
                    help="check each target through this real server (DSR; repeatable: one "
                    "result per target and real server; raw engine)")
+    p.add_argument("--sport-range", metavar="LO-HI",
+                   help="raw engine: source ports SYNs leave from (default 61000-65535; must "
+                   "lie outside net.ipv4.ip_local_port_range)")
     p.add_argument("--mark", type=int, metavar="N", help="SO_MARK for the probe sockets "
                    "(policy routing; needs CAP_NET_ADMIN)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
@@ -129,6 +133,10 @@ def _engine_options(args: argparse.Namespace) -> dict[str, object]:
         extra["rst"] = args.rst
     if args.mark is not None:
         extra["mark"] = args.mark
+    if args.sport_range is not None:
+        if args.engine != "raw":
+            raise UsageError("--sport-range applies to the raw engine only")
+        extra["sport_range"] = args.sport_range
     return extra
 
 
@@ -158,9 +166,13 @@ def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: T
     seed = args.seed
     count = args.workers or auto_workers(args.engine, total)
     if count > 1 and args.worker_fd is None:
-        workers = Workers(argv, count, seed, shard, options["rate"], args.concurrency)
+        port_ranges = _split_ports(args) if args.engine == "raw" else None
+        workers = Workers(argv, count, seed, shard, options["rate"], args.concurrency,
+                          port_ranges)
         seed, shard = workers.seed, workers.own_shard
         options.update(rate=workers.rate, concurrency=workers.concurrency)
+        if port_ranges:
+            options["sport_range"] = port_ranges[0]
     # The engine is made (and may fail: privileges, options) before anything is written.
     results = probe_many(space.iter(seed, shard[0], shard[1]), engine=args.engine, via=vias,
                          **options)
@@ -172,6 +184,23 @@ def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: T
         results.close()
         if workers is not None:
             workers.terminate()  # only if we are leaving early; a no-op otherwise
+
+
+def _split_ports(args: argparse.Namespace) -> list[str]:
+    """Raw workers each get a slice of the source-port range: every worker's packet socket
+    sees every reply, and its BPF filter drops those for the other workers' ports."""
+    lo, hi = DEFAULT_PORT_LO, DEFAULT_PORT_HI
+    if args.sport_range:
+        try:
+            lo, hi = (int(x) for x in args.sport_range.split("-"))
+        except ValueError:
+            raise UsageError(f"bad --sport-range {args.sport_range!r}: expected LO-HI") from None
+    count = args.workers or auto_workers(args.engine, RAW_WORKER_MIN)
+    step = (hi - lo + 1) // count
+    if step < 1:
+        raise UsageError(f"--sport-range {lo}-{hi} is too small for {count} workers")
+    return [f"{lo + i * step}-{hi if i == count - 1 else lo + (i + 1) * step - 1}"
+            for i in range(count)]
 
 
 def _report(args: argparse.Namespace, results: ResultStream, total: int, has_ipv6: bool,

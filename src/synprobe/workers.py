@@ -17,11 +17,11 @@ import sys
 from collections.abc import Sequence
 
 AUTO_MIN_TARGETS = 20_000  # below this a second process costs more (its start-up) than it saves
+RAW_WORKER_MIN = AUTO_MIN_TARGETS
 
 
 def auto_workers(engine: str, targets: int) -> int:
-    # Only the shaker engine: raw workers would each see every reply on their packet socket.
-    if engine != "shaker" or targets < AUTO_MIN_TARGETS:
+    if engine not in ("shaker", "raw") or targets < AUTO_MIN_TARGETS:
         return 1
     return max(1, min(os.cpu_count() or 1, 4))
 
@@ -30,7 +30,8 @@ class Workers:
     """Starts workers 1..n-1 of a run; the caller runs worker 0's shard itself."""
 
     def __init__(self, argv: Sequence[str], count: int, seed: int | None,
-                 shard: tuple[int, int], rate: float | None, concurrency: int) -> None:
+                 shard: tuple[int, int], rate: float | None, concurrency: int,
+                 port_ranges: list[str] | None = None) -> None:
         self.seed = seed if seed is not None else secrets.randbits(62)
         first, of = shard
         # Worker j takes every count-th position of the caller's shard: shard first + of*j of
@@ -39,18 +40,21 @@ class Workers:
         self.rate = rate / count if rate else None
         self.concurrency = max(1, concurrency // count)
         self._argv = list(argv)
+        self._port_ranges = port_ranges
         self._children: list[tuple[subprocess.Popen[bytes], int]] = []
 
     def start(self) -> None:
         """Launch workers 1..n-1 (after the caller's own engine was made: if that fails, no
         worker is left to fail the same way)."""
         argv = self._argv
-        for index, part in self.shards[1:]:
+        for worker, (index, part) in enumerate(self.shards[1:], start=1):
             read_end, write_end = os.pipe()
             cmd = [sys.executable, "-m", "synprobe", *argv, "--workers", "1",
                    "--seed", str(self.seed), "--shard", f"{index}/{part}",
                    "--rate", str(self.rate or 0), "--concurrency", str(self.concurrency),
                    "--worker-fd", str(write_end)]
+            if self._port_ranges:
+                cmd += ["--sport-range", self._port_ranges[worker]]
             child = subprocess.Popen(cmd, pass_fds=(write_end,), stdin=subprocess.DEVNULL)
             os.close(write_end)
             self._children.append((child, read_end))

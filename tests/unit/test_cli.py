@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from synprobe.cli import main
+from synprobe.errors import UsageError
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:
@@ -148,3 +149,15 @@ def test_via_needs_an_engine_that_can_choose_the_real_server(fake_engine: object
     assert code == 2 and "cannot choose the real server" in err
     code, _, err = run_cli("--engine", "fake", "--via", "rs1.example", "198.18.0.100:80")
     assert code == 2 and "bad --via 'rs1.example'" in err
+
+
+def test_raw_workers_split_the_source_ports() -> None:
+    from synprobe.cli import _split_ports, build_parser
+
+    args = build_parser().parse_args(["--engine", "raw", "--workers", "3", "--sport-range",
+                                      "61000-61008", "198.18.0.2:80"])
+    assert _split_ports(args) == ["61000-61002", "61003-61005", "61006-61008"]
+    args = build_parser().parse_args(["--engine", "raw", "--workers", "4", "--sport-range",
+                                      "61000-61002", "198.18.0.2:80"])
+    with pytest.raises(UsageError, match="too small for 4 workers"):
+        _split_ports(args)
