@@ -13,7 +13,7 @@ from synprobe.model import ProbeResult, Target
 from synprobe.registry import create_engine
 from synprobe.runner import EngineThread, ThrottledSource
 from synprobe.sources import IterSource
-from synprobe.targets import TargetSpace, parse_target, parse_via, with_vias
+from synprobe.targets import Prepared, TargetSpace, parse_target, parse_via, with_vias
 
 TargetLike = str | tuple[str, int] | Target
 
@@ -39,11 +39,13 @@ def make_options(
 
 
 def iter_targets(
-    targets: Iterable[TargetLike] | TargetSpace, vias: Sequence[str] = ()
+    targets: Iterable[TargetLike] | TargetSpace | Prepared, vias: Sequence[str] = ()
 ) -> Iterator[Target]:
     """Targets as the engines take them, converted lazily (a huge list is never copied)."""
     if isinstance(targets, TargetSpace):
         return with_vias(targets.iter(), vias)
+    if isinstance(targets, Prepared):
+        return with_vias(targets.targets, vias)
     if isinstance(targets, str | Target):
         raise UsageError("probe_many() takes an iterable of targets; use probe() for one")
     return with_vias((parse_target(t) for t in targets), vias)
@@ -147,7 +149,7 @@ class ResultStream(Iterator[ProbeResult]):
 
 
 def probe_many(
-    targets: Iterable[TargetLike] | TargetSpace,
+    targets: Iterable[TargetLike] | TargetSpace | Prepared,
     *,
     engine: str = "shaker",
     timeout: float = 0.5,
@@ -182,7 +184,7 @@ async def aprobe(target: TargetLike, **kwargs: Any) -> ProbeResult:
 
 
 async def aprobe_many(
-    targets: Iterable[TargetLike] | TargetSpace, **kwargs: Any
+    targets: Iterable[TargetLike] | TargetSpace | Prepared, **kwargs: Any
 ) -> AsyncIterator[ProbeResult]:
     """`probe_many()` for asyncio: `async for result in aprobe_many(targets, ...)`."""
     loop = asyncio.get_running_loop()

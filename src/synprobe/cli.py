@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from typing import TextIO
 
@@ -24,6 +25,7 @@ from synprobe.output import (
 )
 from synprobe.registry import create_engine, engines
 from synprobe.targets import (
+    Prepared,
     build_space,
     iter_target_file,
     parse_ports,
@@ -174,8 +176,8 @@ def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: T
         if port_ranges:
             options["sport_range"] = port_ranges[0]
     # The engine is made (and may fail: privileges, options) before anything is written.
-    results = probe_many(space.iter(seed, shard[0], shard[1]), engine=args.engine, via=vias,
-                         **options)
+    results = probe_many(Prepared(space.iter(seed, shard[0], shard[1])), engine=args.engine,
+                         via=vias, **options)
     try:
         if workers is not None:
             workers.start()
@@ -284,4 +286,8 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
     except KeyboardInterrupt:
         stderr.write("synprobe: interrupted\n")
         return 130
+    except Exception:  # a bug: say so, with the traceback, and never exit 0/1 ("not open")
+        stderr.write("synprobe: internal error (please report it):\n"
+                     + traceback.format_exc())
+        return EXIT_RUNTIME
 

@@ -161,3 +161,18 @@ def test_raw_workers_split_the_source_ports() -> None:
                                       "61000-61002", "198.18.0.2:80"])
     with pytest.raises(UsageError, match="too small for 4 workers"):
         _split_ports(args)
+
+
+def test_an_engine_bug_exits_3_not_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    import synprobe.registry as registry
+    from synprobe.model import Target
+    from synprobe.testing import FakeEngine
+
+    def broken(target: Target) -> tuple[str, str]:
+        raise RuntimeError("engine bug")
+
+    monkeypatch.setitem(registry._registered, "broken",
+                        lambda options: FakeEngine(broken, options))  # type: ignore[arg-type]
+    code, _, err = run_cli("--engine", "broken", "198.18.0.2:80")
+    assert code == 3
+    assert "internal error" in err and "engine bug" in err

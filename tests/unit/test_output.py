@@ -1,4 +1,5 @@
 import io
+import json
 import os
 
 import pytest
@@ -52,3 +53,22 @@ def test_tally_merges_worker_summaries() -> None:
     theirs.add(ProbeResult("198.18.0.2", 82, State.FILTERED, "timeout", None, 2, "shaker"))
     mine.merge(theirs.summary("shaker", {}))
     assert mine.done == 3 and mine.states[State.OPEN] == 2 and not mine.all_open()
+
+
+@pytest.mark.parametrize(
+    "r",
+    [
+        ProbeResult("198.18.0.2", 80, State.OPEN, "syn-ack", 0.0012345, 1, "shaker"),
+        ProbeResult("fd00:5e::2", 81, State.CLOSED, "rst", 2e-05, 2, "raw", "fd00:5e::1",
+                    "fd00:5e::11"),
+        ProbeResult("198.18.0.2", 82, State.FILTERED, "timeout", None, 3, "shaker"),
+        ProbeResult("198.18.0.2", 83, State.ERROR, 'weird "quoted"\\', 1.0, 1, "eng\u00e9"),
+    ],
+)
+def test_json_lines_equal_json_dumps(r: ProbeResult) -> None:
+    out = io.StringIO()
+    JsonWriter(LineSink(out)).write(r)
+    line = out.getvalue()
+    assert line.endswith("\n")
+    assert json.loads(line) == json.loads(json.dumps(r.to_dict()))
+    assert list(json.loads(line)) == list(r.to_dict())

@@ -230,7 +230,9 @@ class ShakerEngine:
                     if att is None:
                         continue  # the wakeup fd: new targets to pull on the next turn
                     sock = att.sock
-                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    # Writable with no error flag means connected: skip the SO_ERROR syscall.
+                    err = (0 if ev == select.EPOLLOUT
+                           else sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
                     if err == 0 and ev & select.EPOLLOUT:
                         # Connected: close at once. This is the RST, and it must leave well
                         # inside the kernel's ~200 ms delayed-ACK window.
