@@ -58,13 +58,19 @@ class CookieKey:
         # Keying BLAKE2 costs one compression; copying a keyed state is cheaper per packet.
         self._base = hashlib.blake2s(key=self.key, digest_size=8)
 
-    def derive(self, local: bytes, remote: bytes, rport: int) -> tuple[int, int]:
+    def derive(self, local: bytes, remote: bytes, rport: int, salt: bytes = b"") -> tuple[int, int]:
         """(SYN sequence number, source port) for a probe from `local` to `remote`:`rport`.
 
         `local` and `remote` are packed addresses (4 or 16 bytes), as `socket.inet_pton` gives.
+        `salt` is the packed address of the real server a DSR check goes through (`via`), or
+        empty: checks of one VIP through two real servers then get distinct sequence numbers
+        and (almost always) distinct source ports, so each reply names its real server, and a
+        reset that strays to the wrong one matches no connection there. No salted input equals
+        an unsalted one: the hashed lengths differ (10 or 34 bytes unsalted; 14, 26, 38 or 50
+        salted), so a salt never aliases a plain check's cookie.
         """
         h = self._base.copy()
-        h.update(local + remote + _PORT(rport))
+        h.update(local + remote + _PORT(rport) + salt)
         seq, index = _SPLIT(h.digest())
         # 32 bits for the port index leave a modulo bias below 2**-19 for any range width.
         return seq, self.port_lo + index % self._span

@@ -11,11 +11,19 @@ header). Three outcomes, in zmap's order of filter -> validate -> classify:
 
 Checksums are not verified: AF_PACKET sees packets before TCP would check them, but a
 corrupted header fails the 32-bit cookie (plus port) check just as a forgery does.
+
+DSR checks through a real server (`via`) salt the cookie with its address (`CookieKey.derive`).
+The reply comes from the VIP and does not say which real server sent it, so the caller passes
+`salts(remote, rport, lport)`: the salts of the checks in flight to that target (b"" for a plain
+one). The one whose cookie the reply carries is `Reply.salt`; none means an invalid reply. An
+ICMP error quoting a tunnelled SYN (IP-in-IP, tunnel mode) names its real server itself: the
+quoted outer destination is the salt.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Iterable
 from socket import AF_INET, AF_INET6, inet_ntop
 from typing import NamedTuple
 
@@ -29,6 +37,12 @@ _RST = 0x04
 _SYN_ACK = 0x12
 _ICMP4_ERRORS = frozenset({3, 11})  # destination unreachable, time exceeded
 _ICMP6_ERRORS = frozenset({1, 3})  # destination unreachable, time exceeded
+_IPIP, _IPV6_IN_IP = 4, 41  # tunnel-mode outer headers (wire.tunnel)
+
+Salts = Callable[[bytes, int, int], Iterable[bytes]]
+"""`salts(remote, rport, lport)`: candidate cookie salts for a reply from `remote`:`rport` to our
+port `lport` (the packed `via` addresses of the checks in flight to that target; b"" for one
+without a via). Tried in order; keep it short (one entry per real server of that VIP)."""
 
 # TCP source port, destination port, (seq skipped), ack, (data offset skipped), flags: 14 bytes.
 _TCP_HEAD = struct.Struct("!HH4xIxB")
@@ -46,6 +60,7 @@ class Reply(NamedTuple):
     sport: int  # our source port that the probe used
     ack: int | None  # a SYN-ACK's acknowledgement number: the seq of a self-sent RST
     local: bytes  # our packed address the probe came from
+    salt: bytes = b""  # the cookie's salt: the real server checked through, packed (or b"")
 
     @property
     def host(self) -> str:
@@ -68,8 +83,13 @@ INVALID_RST = Invalid("rst")
 INVALID_ICMP = Invalid("icmp")
 
 
-def match_reply(packet: bytes, key: CookieKey) -> Reply | Invalid | None:
-    """Classify one network-layer packet against the cookies of `key`. Never raises on input."""
+def match_reply(
+    packet: bytes, key: CookieKey, salts: Salts | None = None
+) -> Reply | Invalid | None:
+    """Classify one network-layer packet against the cookies of `key`. Never raises on input
+    (unless `salts` does).
+
+    Without `salts` only unsalted cookies (checks without a via) are recognised."""
     if type(packet) is not bytes:
         packet = bytes(packet)  # slices and `+` below need bytes, not views
     n = len(packet)
@@ -84,11 +104,11 @@ def match_reply(packet: bytes, key: CookieKey) -> Reply | Invalid | None:
             return None
         proto, src, size = packet[9], 12, 4
         if proto == _ICMP:
-            return _match_icmp(packet, off, packet[16:20], key, False)
+            return _match_icmp(packet, off, packet[16:20], key, False, salts)
     elif first >> 4 == 6 and n >= 40:
         off, proto, src, size = 40, packet[6], 8, 16
         if proto == _ICMP6:
-            return _match_icmp(packet, off, packet[24:40], key, True)
+            return _match_icmp(packet, off, packet[24:40], key, True, salts)
     else:
         return None
     # The common case, a SYN-ACK or RST, is handled inline: a call costs ~0.1 µs here.
@@ -104,48 +124,92 @@ def match_reply(packet: bytes, key: CookieKey) -> Reply | Invalid | None:
     else:
         return None
     remote, local = packet[src : src + size], packet[src + size : src + 2 * size]
-    cookie, our_port = key.derive(local, remote, rport)
     # A SYN-ACK or a RST answering our SYN acknowledges seq + 1 (RFC 9293 3.10.7.1 for RSTs to
     # segments without ACK). The RST's ACK flag is not required: the cookie alone proves the
     # sender saw our SYN. A RST with seq == cookie + 1 has no such origin, so it is refused.
-    if (ack - 1) & 0xFFFFFFFF != cookie or lport != our_port:
+    if salts is None:
+        cookie, our_port = key.derive(local, remote, rport)
+        if (ack - 1) & 0xFFFFFFFF != cookie or lport != our_port:
+            return invalid
+        return Reply(state, reason, remote, rport, lport, ack if state is State.OPEN else None,
+                     local)
+    salt = _find_salt(key, local, remote, rport, lport, (ack - 1) & 0xFFFFFFFF,
+                      salts(remote, rport, lport))
+    if salt is None:
         return invalid
-    return Reply(state, reason, remote, rport, lport, ack if state is State.OPEN else None, local)
+    return Reply(state, reason, remote, rport, lport, ack if state is State.OPEN else None,
+                 local, salt)
+
+
+def _find_salt(key: CookieKey, local: bytes, remote: bytes, rport: int, lport: int, seq: int,
+               candidates: Iterable[bytes]) -> bytes | None:
+    """The first candidate salt whose cookie is (seq, lport), or None."""
+    for salt in candidates:
+        if key.derive(local, remote, rport, salt) == (seq, lport):
+            return salt
+    return None
 
 
 def _match_icmp(
-    packet: bytes, off: int, outer_dst: bytes, key: CookieKey, v6: bool
+    packet: bytes, off: int, outer_dst: bytes, key: CookieKey, v6: bool, salts: Salts | None
 ) -> Reply | Invalid | None:
-    """An ICMP error is validated through the IP + TCP header of the SYN it quotes."""
+    """An ICMP error is validated through the IP + TCP header of the SYN it quotes.
+
+    A tunnelled SYN is quoted with its outer header (a router on the way to the real server
+    answers about the packet it saw); the inner header follows it in the quote, and the outer
+    destination is the real server, i.e. the salt.
+    """
     n = len(packet)
     if n < off + 8:
         return None
     icmp_type, icmp_code = packet[off], packet[off + 1]
-    inner = off + 8
-    if v6:
-        if icmp_type not in _ICMP6_ERRORS or n < inner + 48:
+    if icmp_type not in (_ICMP6_ERRORS if v6 else _ICMP4_ERRORS):
+        return None
+    quoted = _quoted(packet, off + 8)
+    if quoted is None or (packet[off + 8] >> 4 == 6) != v6:  # ICMPv6 quotes IPv6, ICMP IPv4
+        return None
+    proto, sender, remote, next_off = quoted
+    tunnel_dst = None
+    if proto in (_IPIP, _IPV6_IN_IP):
+        tunnel_dst = remote
+        inner = _quoted(packet, next_off)
+        if inner is None or inner[1] != sender:  # our tunnelled SYNs share one source
             return None
-        if packet[inner] >> 4 != 6 or packet[inner + 6] != _TCP:
-            return None
-        local, remote = packet[inner + 8 : inner + 24], packet[inner + 24 : inner + 40]
-        tcp = inner + 40
-    else:
-        if icmp_type not in _ICMP4_ERRORS or n < inner + 20:
-            return None
-        ihl = (packet[inner] & 0x0F) * 4
-        if packet[inner] >> 4 != 4 or ihl < 20 or packet[inner + 9] != _TCP:
-            return None
-        local, remote = packet[inner + 12 : inner + 16], packet[inner + 16 : inner + 20]
-        tcp = inner + ihl
-        if n < tcp + 8:
-            return None
-    lport, rport, seq = _QUOTED_TCP.unpack_from(packet, tcp)
+        proto, _, remote, next_off = inner
+    if proto != _TCP or n < next_off + 8:
+        return None
+    local = sender
+    lport, rport, seq = _QUOTED_TCP.unpack_from(packet, next_off)
     if not key.port_lo <= lport <= key.port_hi:
         return None
-    cookie, our_port = key.derive(local, remote, rport)
     # The error goes to the quoted packet's source (RFC 792, RFC 4443 2.4), i.e. to us; NATs
     # rewrite the quoted header along with the outer one (RFC 5508), so the two must agree.
-    if seq != cookie or lport != our_port or local != outer_dst:
+    if local != outer_dst:
+        return INVALID_ICMP
+    if tunnel_dst is not None:
+        candidates: Iterable[bytes] = (tunnel_dst,)
+    elif salts is not None:
+        candidates = salts(remote, rport, lport)
+    else:
+        candidates = (b"",)
+    salt = _find_salt(key, local, remote, rport, lport, seq, candidates)
+    if salt is None:
         return INVALID_ICMP
     state, reason = classify_icmp(v6, icmp_type, icmp_code)
-    return Reply(state, reason, remote, rport, lport, None, local)
+    return Reply(state, reason, remote, rport, lport, None, local, salt)
+
+
+def _quoted(packet: bytes, at: int) -> tuple[int, bytes, bytes, int] | None:
+    """(protocol, source, destination, payload offset) of the IP header quoted at `at`."""
+    n = len(packet)
+    if n < at + 20:
+        return None
+    version = packet[at] >> 4
+    if version == 4:
+        ihl = (packet[at] & 0x0F) * 4
+        if ihl < 20:
+            return None
+        return packet[at + 9], packet[at + 12 : at + 16], packet[at + 16 : at + 20], at + ihl
+    if version == 6 and n >= at + 40:
+        return packet[at + 6], packet[at + 8 : at + 24], packet[at + 24 : at + 40], at + 40
+    return None
