@@ -50,6 +50,8 @@ examples:
   synprobe --source 198.18.0.1 -p 80 198.18.0.2  check from a bound source address
   synprobe --engine raw --rate 50000 -p 80 -iL hosts.txt
   synprobe --engine raw --dry-run -p 80 198.18.0.2   print the SYNs, send nothing
+  synprobe --engine raw --via 198.18.1.11 --via 198.18.1.12 198.18.2.100:80
+                                                DSR: the VIP through each real server
 
 engines:
   shaker  kernel sockets, no privileges. SO_LINGER 0 + TCP_QUICKACK 0 before connect(); the
@@ -102,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--via", action="append", default=[], metavar="IP",
                    help="check each target through this real server (DSR; repeatable: one "
                    "result per target and real server; raw engine)")
+    p.add_argument("--via-mode", choices=["l2", "ipip"], default=None,
+                   help="raw engine, with --via: send the SYN in a frame to the real server's "
+                   "MAC (l2, default: direct routing, the real server on a local link) or in "
+                   "IP-in-IP to it (ipip: LVS tunnelling); the engine then resets open ports "
+                   "itself, the same way")
     p.add_argument("--sport-range", metavar="LO-HI",
                    help="raw engine: source ports SYNs leave from (default 61000-65535; must "
                    "lie outside net.ipv4.ip_local_port_range)")
@@ -135,6 +142,12 @@ def _engine_options(args: argparse.Namespace) -> dict[str, object]:
         extra["rst"] = args.rst
     if args.mark is not None:
         extra["mark"] = args.mark
+    if args.via_mode is not None:
+        if args.engine != "raw":
+            raise UsageError("--via-mode applies to the raw engine only")
+        if not args.via:
+            raise UsageError("--via-mode applies to checks through a real server: give --via")
+        extra["via_mode"] = args.via_mode
     if args.sport_range is not None:
         if args.engine != "raw":
             raise UsageError("--sport-range applies to the raw engine only")

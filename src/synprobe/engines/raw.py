@@ -14,6 +14,12 @@ answers the SYN-ACK with a RST (~10 µs later). With `rst="self"` the engine als
 bare RST (seq = the SYN-ACK's ack) for every valid SYN-ACK, for hosts where the kernel's RSTs
 are suppressed (e.g. a firewall dropping them), through a token bucket against reply floods.
 
+DSR checks through a named real server (`Target.via`; `via_mode` "l2" or "ipip") are the same
+loop with three differences, explained in `rawvia`: the SYN leaves in a frame to the real
+server's MAC or in an IP-in-IP packet to it; its cookie is salted with the real server's
+address (the reply comes from the VIP and names the real server only through the cookie); and
+the engine always resets an open port itself, the way the SYN went.
+
 Sending, measured in the lab (veth, 2 vCPUs; best of 5 runs of 10,000 SYNs to AnyIP
 addresses): sendmmsg(2) through ctypes, batches of 256, 4.46 µs per packet, one sendto(2)
 per packet 4.66 µs, when the SYN is answered (on veth the peer's SYN-ACK and the kernel's
@@ -30,9 +36,11 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from itertools import repeat
 
 from synprobe.engines.base import ProbeOptions, TargetSource
+from synprobe.engines.l2 import FrameSender, L2Resolver, NeighbourUnresolved
 from synprobe.engines.rawio import (
     TRANSIENT_ERRNOS,
     PacketIO,
@@ -41,6 +49,7 @@ from synprobe.engines.rawio import (
     local_port_range,
 )
 from synprobe.engines.rawopts import TokenBucket, parse_settings
+from synprobe.engines.rawvia import Lane, ViaPaths, ViaRoute, lane_of, unresolved_reason
 from synprobe.errors import EngineUnavailable
 from synprobe.model import ProbeResult, State, Target, classify_errno
 from synprobe.pacing import Pacer
@@ -51,6 +60,7 @@ from synprobe.wire.syn import PacketTemplate, rst_template, syn_template
 
 STATS = ("sent", "send_errors", "replies", "invalid", "duplicates", "kernel_drops",
          "self_rsts", "rsts_suppressed", "retries")
+VIA_STATS = ("via_mac_mismatch",)  # reported once a check went through a real server
 RECV_BATCH = 1024  # replies handled per turn, so sends and deadlines interleave with a flood
 UNLIMITED_RST_RATE = 200_000.0  # self-RST budget per second when --rate is unlimited
 
@@ -62,20 +72,29 @@ class _Probe:
     answers: `sent` is the latest send, and a late answer to an earlier one reads a short RTT.
     """
 
-    __slots__ = ("attempt", "done", "dst", "key", "packet", "sent", "source", "target", "twins",
-                 "v6")
+    __slots__ = ("attempt", "done", "dst", "key", "lane", "out", "packet", "sent", "source",
+                 "target", "twins", "v6")
 
-    def __init__(self, target: Target, dst: bytes, v6: bool, packet: bytes, source: str) -> None:
+    def __init__(self, target: Target, dst: bytes, v6: bool, packet: bytes, source: str,
+                 route: ViaRoute | None = None) -> None:
         self.target, self.dst, self.v6, self.packet, self.source = target, dst, v6, packet, source
-        self.key = (dst, target.port)
+        # Where `packet` goes: a raw IP socket's family and destination (the target, or the
+        # tunnel's far end), or an interface for a frame (see `lane_of`).
+        self.lane, self.out = lane_of(route, v6, dst)
+        # The salt (the real server) is part of the key: one VIP, one probe per real server.
+        self.key = (dst, target.port, b"" if route is None else route.via)
         self.attempt = 0
         self.sent = 0.0
         self.done = False
         self.twins: list[Target] = []  # the same target given again while this one is in flight
 
 
+Key = tuple[bytes, int, bytes]  # (packed address, port, packed real server or b"")
+
+
 class RawEngine:
     name = "raw"
+    supports_via = True
 
     def __init__(
         self,
@@ -86,6 +105,7 @@ class RawEngine:
         clock: Callable[[], float] = time.monotonic,
         key: bytes | None = None,
         ephemeral_ports: Callable[[], tuple[int, int] | None] | None = None,
+        resolver: L2Resolver | None = None,
     ) -> None:
         self.settings = parse_settings(options.extra, (ephemeral_ports or local_port_range)())
         self.rst, self._mark = self.settings.rst, self.settings.mark
@@ -96,23 +116,41 @@ class RawEngine:
         self._clock = clock
         self._router = SourceRouter(options.source, self._mark, socket_factory)
         self._templates: dict[tuple[bytes, bool], PacketTemplate] = {}
-        self._counters = dict.fromkeys(STATS, 0)
+        self._counters = dict.fromkeys(STATS + VIA_STATS, 0)
         rate = 2 * options.rate if options.rate else UNLIMITED_RST_RATE
         # Each SYN earns one SYN-ACK; twice the SYN rate leaves room for retransmitted ones,
         # and the burst lets every probe in flight be answered at once.
         self._rst_bucket = TokenBucket(rate, max(64, options.concurrency), clock)
+        self._via = ViaPaths(self.settings.via_mode, options.source, self._mark,
+                             lambda v6, dst: self._router.lookup(v6, dst, self._clock()),
+                             resolver)
+        # The real servers each (VIP, port) was checked through, then b"": the salts a reply
+        # may carry (kept after the checks end, so late answers are still recognised and
+        # reset). Empty while no check names a real server: replies then match unsalted only.
+        self._salts: dict[tuple[bytes, int], list[bytes]] = {}
+        self._frames: FrameSender | None = None
 
     def stats(self) -> dict[str, int]:
-        return dict(self._counters)
+        return {k: v for k, v in self._counters.items() if k in STATS or self._salts}
 
     def close(self) -> None:
         self._router.close()
+        if self._frames is not None:
+            self._frames.close()
 
     def describe(self, target: Target) -> str:
         """The SYN a check of `target` would send, tcpdump-style (for --dry-run). Opens no raw
         socket: the source comes from --source or a route lookup, which sends nothing."""
         v6 = ":" in target.host
         dst = socket.inet_pton(socket.AF_INET6 if v6 else socket.AF_INET, target.host)
+        if target.via is not None:
+            try:
+                route = self._via.route(target.via, v6, ask=False)
+            except NeighbourUnresolved as exc:
+                return f"{target}: {exc}; a run would ask by {exc.how}"
+            seq, sport = self._key.derive(route.source, dst, target.port, route.via)
+            syn = self._template(route.source, v6, False).build(dst, sport, target.port, seq)
+            return f"{describe(syn)}, {route.describe()}"
         found = self._router.lookup(v6, dst, self._clock())
         if isinstance(found, int):
             return f"{target}: not sent, {classify_errno(found)[1]}"
@@ -133,15 +171,18 @@ class RawEngine:
             return self._io_factory(self._key.port_lo, self._key.port_hi, self._mark,
                                     socket_factory=self._socket)
         except PermissionError as exc:
-            caps = "CAP_NET_RAW" if self._mark is None else "CAP_NET_RAW and CAP_NET_ADMIN"
-            raise EngineUnavailable(
-                f"the raw engine needs {caps} to open raw and packet sockets "
-                f"({exc.strerror or exc}); run it as root, grant it with `setcap "
-                f"{caps.lower().replace(' and ', ',')}+ep {os.path.realpath(sys.executable)}`, "
-                f"or use --engine shaker") from None
+            raise self._unavailable(exc) from None
         except OSError as exc:
             raise EngineUnavailable(f"the raw engine cannot open its sockets: "
                                     f"{exc.strerror or exc}") from None
+
+    def _unavailable(self, exc: OSError) -> EngineUnavailable:
+        caps = "CAP_NET_RAW" if self._mark is None else "CAP_NET_RAW and CAP_NET_ADMIN"
+        return EngineUnavailable(
+            f"the raw engine needs {caps} to open raw and packet sockets "
+            f"({exc.strerror or exc}); run it as root, grant it with `setcap "
+            f"{caps.lower().replace(' and ', ',')}+ep {os.path.realpath(sys.executable)}`, "
+            f"or use --engine shaker")
 
     def run(self, source: TargetSource) -> Iterator[list[ProbeResult]]:
         io = self._open_io()
@@ -165,7 +206,7 @@ class RawEngine:
               poller: select.epoll) -> Iterator[list[ProbeResult]]:
         opts, clock, counters = self.options, self._clock, self._counters
         pacer = Pacer(opts.rate)
-        table: dict[tuple[bytes, int], _Probe] = {}
+        table: dict[Key, _Probe] = {}
         queue: deque[_Probe] = deque()  # first attempts and retries waiting for the pacer
         # One timeout for every attempt: deadlines come due in send order, so a FIFO is a
         # timer queue. Entries of answered probes and of earlier attempts are skipped.
@@ -213,16 +254,19 @@ class RawEngine:
             if done:
                 yield done
 
-    def _admit(self, target: Target, table: dict[tuple[bytes, int], _Probe],
+    def _admit(self, target: Target, table: dict[Key, _Probe],
                queue: deque[_Probe], done: list[ProbeResult]) -> None:
         v6 = ":" in target.host
         try:
             dst = socket.inet_pton(socket.AF_INET6 if v6 else socket.AF_INET, target.host)
         except OSError:
             done.append(ProbeResult(target.host, target.port, State.ERROR, "bad-address", None,
-                                    0, self.name, self.options.source))
+                                    0, self.name, self.options.source, target.via))
             return
-        twin = table.get((dst, target.port))
+        if target.via is not None:
+            self._admit_via(target, dst, v6, table, queue, done)
+            return
+        twin = table.get((dst, target.port, b""))
         if twin is not None:
             twin.twins.append(target)  # one SYN answers both: replies cannot tell them apart
             return
@@ -235,25 +279,60 @@ class RawEngine:
         local, text = found
         seq, sport = self._key.derive(local, dst, target.port)
         packet = self._template(local, v6, False).build(dst, sport, target.port, seq)
-        probe = table[dst, target.port] = _Probe(target, dst, v6, packet, text)
+        probe = _Probe(target, dst, v6, packet, text)
+        table[probe.key] = probe
         queue.append(probe)
 
+    def _admit_via(self, target: Target, dst: bytes, v6: bool, table: dict[Key, _Probe],
+                   queue: deque[_Probe], done: list[ProbeResult]) -> None:
+        """A check of `target` through real server `target.via` (see rawvia). A via that
+        cannot work (not on-link in l2 mode, wrong family) is a UsageError for the run."""
+        assert target.via is not None
+        try:
+            route = self._via.route(target.via, v6)
+        except NeighbourUnresolved as exc:  # the real server is down or not on that link
+            done.append(ProbeResult(target.host, target.port, State.UNREACHABLE,
+                                    unresolved_reason(exc), None, 1, self.name,
+                                    self.options.source, target.via))
+            return
+        except PermissionError as exc:  # the ARP/ND packet socket
+            raise self._unavailable(exc) from None
+        except OSError as exc:  # netlink or the link itself failing: not a verdict on the RS
+            raise EngineUnavailable(f"cannot find the way to real server {target.via}: "
+                                    f"{exc.strerror or exc}") from None
+        twin = table.get((dst, target.port, route.via))
+        if twin is not None:
+            twin.twins.append(target)
+            return
+        seq, sport = self._key.derive(route.source, dst, target.port, route.via)
+        syn = self._template(route.source, v6, False).build(dst, sport, target.port, seq)
+        probe = _Probe(target, dst, v6, route.wrap(syn), route.source_text, route)
+        table[probe.key] = probe
+        salts = self._salts.setdefault((dst, target.port), [b""])
+        if route.via not in salts:
+            salts.insert(-1, route.via)
+        queue.append(probe)
+
+    def _salts_for(self, remote: bytes, rport: int, lport: int) -> Iterable[bytes]:
+        return self._salts.get((remote, rport), (b"",))
+
     def _send(self, io: PacketIO, granted: int, queue: deque[_Probe],
-              table: dict[tuple[bytes, int], _Probe],
+              table: dict[Key, _Probe],
               deadlines: deque[tuple[float, int, _Probe]], done: list[ProbeResult]) -> None:
-        by_family: dict[bool, list[_Probe]] = {False: [], True: []}
+        lanes: dict[Lane, list[_Probe]] = {}
         while granted > 0 and queue:
             probe = queue.popleft()
             if not probe.done:  # answered (late) while it waited for its retry
-                by_family[probe.v6].append(probe)
+                group = lanes.get(probe.lane)
+                if group is None:
+                    group = lanes[probe.lane] = []
+                group.append(probe)
                 granted -= 1
         counters, timeout = self._counters, self.options.timeout
-        for v6, probes in by_family.items():
-            if not probes:
-                continue
+        for lane, probes in lanes.items():
             # The RTT runs from before the call: on veth the answer is processed inside it.
             now = self._clock()
-            failed = dict(io.send(v6, [(p.packet, p.dst) for p in probes]))
+            failed = dict(self._emit(io, lane, [(p.packet, p.out) for p in probes]))
             counters["sent"] += len(probes) - len(failed)
             counters["send_errors"] += len(failed)
             for i, probe in enumerate(probes):
@@ -268,24 +347,47 @@ class RawEngine:
                     state, reason = classify_errno(err)
                     self._finish(probe, state, reason, None, done)
 
-    def _receive(self, io: PacketIO, table: dict[tuple[bytes, int], _Probe],
+    def _emit(self, io: PacketIO, lane: Lane,
+              batch: list[tuple[bytes, bytes]]) -> list[tuple[int, int]]:
+        """Send (packet, destination) pairs on one lane; (index, errno) of the failures."""
+        kind, where = lane
+        if kind == "ip":
+            return io.send(bool(where), batch)
+        if self._frames is None:
+            self._frames = FrameSender(self._socket)
+        try:  # the packet socket of an interface is opened on its first frame
+            return self._frames.send(str(where), [packet for packet, _ in batch])
+        except PermissionError as exc:
+            raise self._unavailable(exc) from None
+
+    def _receive(self, io: PacketIO, table: dict[Key, _Probe],
                  done: list[ProbeResult]) -> None:
         counters, key, clock = self._counters, self._key, self._clock
-        rsts: list[Reply] = []
-        for packet in io.receive(RECV_BATCH):
-            reply = match_reply(packet, key)
+        rsts: list[tuple[Reply, ViaRoute | None]] = []
+        if self._salts:  # checks through real servers: salted cookies, and the sender's MAC
+            salts: Callable[[bytes, int, int], Iterable[bytes]] | None = self._salts_for
+            received: Iterable[tuple[bytes, bytes | None]] = io.receive_from(RECV_BATCH)
+        else:
+            salts, received = None, zip(io.receive(RECV_BATCH), repeat(None))
+        for packet, mac in received:
+            reply = match_reply(packet, key, salts)
             if reply is None:
                 continue  # not reply-shaped (the BPF filter lets little else through)
             if isinstance(reply, Invalid):
                 counters["invalid"] += 1
                 continue
             counters["replies"] += 1
-            if self.rst == "self" and reply.state is State.OPEN:
+            route = self._via.known(reply.salt) if reply.salt else None
+            if route is not None and route.mac is not None and mac is not None \
+                    and mac != route.mac:
+                counters["via_mac_mismatch"] += 1  # answered through a router? (cookie holds)
+            # Through a real server the engine always resets: see rawvia.
+            if reply.state is State.OPEN and (self.rst == "self" or route is not None):
                 if self._rst_bucket.take():
-                    rsts.append(reply)
+                    rsts.append((reply, route))
                 else:
                     counters["rsts_suppressed"] += 1
-            probe = table.get((reply.remote, reply.port))
+            probe = table.get((reply.remote, reply.port, reply.salt))
             if probe is None or probe.attempt == 0:
                 counters["duplicates"] += 1  # answered already, or a previous run's reply
                 continue
@@ -295,18 +397,21 @@ class RawEngine:
         if rsts:
             self._send_rsts(io, rsts)
 
-    def _send_rsts(self, io: PacketIO, replies: list[Reply]) -> None:
-        for v6 in (False, True):
-            batch = [(self._template(r.local, v6, True).build(r.remote, r.sport, r.port,
-                                                              r.ack or 0), r.remote)
-                     for r in replies if (len(r.remote) == 16) == v6]
-            if batch:
-                failed = len(io.send(v6, batch))
-                self._counters["self_rsts"] += len(batch) - failed
-                self._counters["send_errors"] += failed
+    def _send_rsts(self, io: PacketIO, replies: list[tuple[Reply, ViaRoute | None]]) -> None:
+        """RSTs the way each SYN went: plainly, in a frame to the real server, or tunnelled."""
+        lanes: dict[Lane, list[tuple[bytes, bytes]]] = {}
+        for r, route in replies:
+            v6 = len(r.remote) == 16
+            rst = self._template(r.local, v6, True).build(r.remote, r.sport, r.port, r.ack or 0)
+            lane, out = lane_of(route, v6, r.remote)
+            lanes.setdefault(lane, []).append((rst if route is None else route.wrap(rst), out))
+        for lane, batch in lanes.items():
+            failed = len(self._emit(io, lane, batch))
+            self._counters["self_rsts"] += len(batch) - failed
+            self._counters["send_errors"] += failed
 
     def _finish(self, probe: _Probe, state: State, reason: str, rtt: float | None,
                 done: list[ProbeResult]) -> None:
         for t in (probe.target, *probe.twins):
             done.append(ProbeResult(t.host, t.port, state, reason, rtt, probe.attempt,
-                                    self.name, probe.source))
+                                    self.name, probe.source, t.via))

@@ -235,6 +235,19 @@ class PacketIO:
             pass
         return out
 
+    def receive_from(self, limit: int) -> list[tuple[bytes, bytes]]:
+        """Like `receive`, with each packet's link-layer source address (the MAC of the host
+        that put it on our link; empty on links without addresses)."""
+        out: list[tuple[bytes, bytes]] = []
+        recvfrom, append = self.recv.recvfrom, out.append
+        try:
+            for _ in range(limit):
+                packet, addr = recvfrom(RECV_BYTES)
+                append((packet, addr[4]))  # sockaddr_ll: ifname, proto, pkttype, hatype, addr
+        except BlockingIOError:
+            pass
+        return out
+
     def kernel_drops(self) -> int:
         """Replies the kernel dropped since the last call (receive buffer full)."""
         _, drops = struct.unpack("II", self.recv.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))

@@ -9,7 +9,8 @@ from typing import NamedTuple
 from synprobe.errors import UsageError
 from synprobe.wire.cookie import DEFAULT_PORT_HI, DEFAULT_PORT_LO
 
-OPTIONS = frozenset({"rst", "port_lo", "port_hi", "sport_range", "mark"})
+OPTIONS = frozenset({"rst", "port_lo", "port_hi", "sport_range", "mark", "via_mode"})
+VIA_MODES = ("l2", "ipip")
 
 
 class RawSettings(NamedTuple):
@@ -17,6 +18,7 @@ class RawSettings(NamedTuple):
     port_lo: int  # the source ports SYNs leave from (the cookie picks one per target)
     port_hi: int
     mark: int | None  # SO_MARK on the raw sockets (and the route lookups)
+    via_mode: str = "l2"  # how checks through a real server (via) go: see rawvia
 
 
 def parse_settings(extra: dict[str, object],
@@ -28,6 +30,9 @@ def parse_settings(extra: dict[str, object],
     rst = extra.get("rst") or "kernel"
     if rst not in ("kernel", "self"):
         raise UsageError(f"rst must be 'kernel' or 'self', got {rst!r}")
+    via_mode = extra.get("via_mode") or "l2"
+    if via_mode not in VIA_MODES:
+        raise UsageError(f"via_mode must be 'l2' or 'ipip', got {via_mode!r}")
     try:
         mark = None if extra.get("mark") is None else int(extra["mark"])  # type: ignore[call-overload]
         if "sport_range" in extra:
@@ -50,7 +55,7 @@ def parse_settings(extra: dict[str, object],
             f"{ephemeral[1]} (net.ipv4.ip_local_port_range): a kernel socket could own a "
             f"probe's port; choose a range outside it (sport_range) or narrow it, e.g. "
             f"sysctl -w net.ipv4.ip_local_port_range=\"{ephemeral[0]} {lo - 1}\"")
-    return RawSettings(str(rst), lo, hi, mark)
+    return RawSettings(str(rst), lo, hi, mark, str(via_mode))
 
 
 class TokenBucket:
