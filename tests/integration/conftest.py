@@ -57,3 +57,16 @@ def no_leaked_namespaces() -> Iterator[None]:
     yield
     mine = [n for n in list_netns() if n.startswith(DEFAULT_PREFIX) and f"-{os.getpid()}-" in n]
     assert not mine, f"leaked namespaces: {mine}"
+
+
+# -- DSR (appended; imported here so the fixtures above stay untouched) -----------------------
+from synprobe_lab.dsr import DsrLab  # noqa: E402
+
+
+@pytest.fixture
+def dsr_lab() -> Iterator[DsrLab]:
+    """A fresh DSR lab (prober, rs1 listening on VIP:80, rs2 not; see synprobe_lab.dsr), torn
+    down after the test, pass or fail."""
+    require_root()
+    with DsrLab() as built:
+        yield built
