@@ -7,6 +7,7 @@ import signal
 import sys
 from types import FrameType
 
+from .dsr import dsr_down_all
 from .lab import Lab
 from .nsutil import DEFAULT_PREFIX, lab_down_all
 from .topology import CLOSED_PORT, FILTERED_PORT, OPEN_PORT, REJECT_PORT
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.down_all:
-        for name in lab_down_all(args.prefix):
+        for name in [*lab_down_all(args.prefix), *dsr_down_all(args.prefix)]:
             print(f"removed {name}")
         return 0
 
