@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import shlex
 import socket
 import struct
 import subprocess
@@ -349,3 +350,17 @@ def test_batch_of_filtered_targets_ends_on_time(lab: Lab, fam: LabFamily) -> Non
     check_rows(rows, cases, retries=1)
     check_wire(cap, cases, runs=1, retries=1)
     settle_and_check_no_state(lab)
+
+
+def test_mark_without_the_capability_is_one_clear_line_and_exit_3(lab: Lab) -> None:
+    cmd = shlex.join([sys.executable, "-m", "synprobe", "--mark", "7", f"{V4.server}:{OPEN_PORT}"])
+    proc = lab.exec("client", ["capsh", "--drop=cap_net_admin,cap_net_raw", "--", "-c",
+                                      cmd], check=False)
+    assert proc.returncode == 3, proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("synprobe: error: --mark needs CAP_NET_ADMIN or CAP_NET_RAW"), line
+    assert proc.stdout == ""
+    # With the capability the same check runs, marked.
+    ok = lab.exec("client", [sys.executable, "-m", "synprobe", "--mark", "7", "--json",
+                             f"{V4.server}:{OPEN_PORT}"], check=False)
+    assert ok.returncode == 0 and '"state":"open"' in ok.stdout

@@ -10,16 +10,18 @@ No privileges are needed.
 from __future__ import annotations
 
 import errno
+import os
 import resource
 import select
 import socket
 import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 
 from synprobe.engines.base import ProbeOptions, TargetSource
-from synprobe.errors import UsageError
+from synprobe.errors import EngineUnavailable, UsageError
 from synprobe.model import ProbeResult, State, Target, classify_errno, classify_icmp
 from synprobe.pacing import Pacer
 
@@ -119,6 +121,8 @@ class ShakerEngine:
         if unknown:
             raise UsageError(f"the shaker engine has no option {', '.join(sorted(unknown))}")
         self._mark = options.extra.get("mark")
+        if self._mark is not None:
+            self._check_mark(int(self._mark))
         self._counters = {"sent": 0, "send_errors": 0, "retries": 0}
 
     def stats(self) -> dict[str, int]:
@@ -126,6 +130,19 @@ class ShakerEngine:
 
     def close(self) -> None:
         """Nothing outlives run(): every socket is closed in its finally."""
+
+    def _check_mark(self, mark: int) -> None:
+        """SO_MARK needs CAP_NET_ADMIN (or, since Linux 5.17, CAP_NET_RAW): find out once,
+        here, rather than failing every check."""
+        with self._socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+            except PermissionError:
+                raise EngineUnavailable(
+                    "--mark needs CAP_NET_ADMIN or CAP_NET_RAW (run as root, or grant one with "
+                    f"`setcap cap_net_admin+ep {os.path.realpath(sys.executable)}`), or drop "
+                    "--mark"
+                ) from None
 
     def describe(self, target: Target) -> str:
         """What a check of `target` would do, for --dry-run."""
