@@ -18,3 +18,20 @@ print(",".join(bad))
 def test_import_and_shaker_do_not_load_scapy() -> None:
     out = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+RAW_CHECK = """
+import sys
+from synprobe.registry import create_engine
+from synprobe.engines.base import ProbeOptions
+from synprobe.model import Target
+engine = create_engine("raw", ProbeOptions(source="127.0.0.1"))
+print(engine.describe(Target("127.0.0.1", 80)).split(":")[0])  # builds a template with scapy
+print("scapy.layers.inet" in sys.modules, "scapy.all" in sys.modules)
+"""
+
+
+def test_raw_engine_uses_scapy_layers_never_scapy_all() -> None:
+    out = subprocess.run([sys.executable, "-c", RAW_CHECK], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[-1] == "True False"
