@@ -37,7 +37,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from itertools import repeat
+from typing import Any
 
 from synprobe.engines.base import ProbeOptions, TargetSource
 from synprobe.engines.l2 import FrameSender, L2Resolver, NeighbourUnresolved
@@ -65,28 +65,22 @@ RECV_BATCH = 1024  # replies handled per turn, so sends and deadlines interleave
 UNLIMITED_RST_RATE = 200_000.0  # self-RST budget per second when --rate is unlimited
 
 
-class _Probe:
-    """One in-flight target. `attempt` counts SYNs sent so far (0 while waiting for the first).
+# One in-flight target is a list, not an object: a list display costs ~0.1 µs, a slotted
+# class with an __init__ ~1 µs, and a run makes one per target. Its fields, by index:
+_TARGET = 0  # the Target
+_KEY = 1  # (packed address, port, packed real server or b""): the table's key
+_MSG = 2  # (packet, where it is sent): the batch entry, the same for every attempt
+_LANE = 3  # how `packet` leaves: a raw IP socket's family, or an interface (`lane_of`)
+_SOURCE = 4  # our address as text, for the result
+_ATTEMPT = 5  # SYNs sent so far (0 while waiting for the first)
+_SENT = 6  # the clock at the latest send
+_DONE = 7  # answered, failed or timed out: no longer in the table
+_TWINS = 8  # None, or the same target given again while this one is in flight
+Probe = list[Any]
+"""Retries resend the same SYN (same cookie), so an answer cannot say which attempt it
+answers: `_SENT` is the latest send, and a late answer to an earlier one reads a short RTT."""
 
-    Retries resend the same SYN (same cookie), so an answer cannot say which attempt it
-    answers: `sent` is the latest send, and a late answer to an earlier one reads a short RTT.
-    """
-
-    __slots__ = ("attempt", "done", "dst", "key", "lane", "out", "packet", "sent", "source",
-                 "target", "twins", "v6")
-
-    def __init__(self, target: Target, dst: bytes, v6: bool, packet: bytes, source: str,
-                 route: ViaRoute | None = None) -> None:
-        self.target, self.dst, self.v6, self.packet, self.source = target, dst, v6, packet, source
-        # Where `packet` goes: a raw IP socket's family and destination (the target, or the
-        # tunnel's far end), or an interface for a frame (see `lane_of`).
-        self.lane, self.out = lane_of(route, v6, dst)
-        # The salt (the real server) is part of the key: one VIP, one probe per real server.
-        self.key = (dst, target.port, b"" if route is None else route.via)
-        self.attempt = 0
-        self.sent = 0.0
-        self.done = False
-        self.twins: list[Target] = []  # the same target given again while this one is in flight
+_PLAIN_LANES = {False: ("ip", False), True: ("ip", True)}
 
 
 Key = tuple[bytes, int, bytes]  # (packed address, port, packed real server or b"")
@@ -116,6 +110,7 @@ class RawEngine:
         self._clock = clock
         self._router = SourceRouter(options.source, self._mark, socket_factory)
         self._templates: dict[tuple[bytes, bool], PacketTemplate] = {}
+        self._builders: dict[bytes, Callable[[bytes, int, int, int], bytes]] = {}  # SYNs
         self._counters = dict.fromkeys(STATS + VIA_STATS, 0)
         rate = 2 * options.rate if options.rate else UNLIMITED_RST_RATE
         # Each SYN earns one SYN-ACK; twice the SYN rate leaves room for retransmitted ones,
@@ -206,11 +201,12 @@ class RawEngine:
               poller: select.epoll) -> Iterator[list[ProbeResult]]:
         opts, clock, counters = self.options, self._clock, self._counters
         pacer = Pacer(opts.rate)
-        table: dict[Key, _Probe] = {}
-        queue: deque[_Probe] = deque()  # first attempts and retries waiting for the pacer
+        table: dict[Key, Probe] = {}
+        queue: deque[Probe] = deque()  # first attempts and retries waiting for the pacer
         # One timeout for every attempt: deadlines come due in send order, so a FIFO is a
-        # timer queue. Entries of answered probes and of earlier attempts are skipped.
-        deadlines: deque[tuple[float, int, _Probe]] = deque()
+        # timer queue. An entry is one sent batch: (deadline, its send time, its probes);
+        # probes answered since, or sent again (a later `_SENT`), are skipped.
+        deadlines: deque[tuple[float, float, list[Probe]]] = deque()
         exhausted = False
         while True:
             done: list[ProbeResult] = []
@@ -218,9 +214,8 @@ class RawEngine:
                 pulled = source.pull(opts.concurrency - len(table))
                 if pulled is None:
                     exhausted = True
-                else:
-                    for target in pulled:
-                        self._admit(target, table, queue, done)
+                elif pulled:
+                    self._admit(pulled, table, queue, done)
             if queue:
                 self._send(io, pacer.allowance(len(queue)), queue, table, deadlines, done)
             if exhausted and not table:
@@ -238,53 +233,65 @@ class RawEngine:
                     self._receive(io, table, done)
                     counters["kernel_drops"] += io.kernel_drops()
             now = clock()
-            retry: list[_Probe] = []
+            retry: list[Probe] = []
             while deadlines and deadlines[0][0] <= now:
-                _, attempt, probe = deadlines.popleft()
-                if probe.done or probe.attempt != attempt:
-                    continue
-                if attempt <= opts.retries:  # a blind retry: the same SYN, same cookie
-                    counters["retries"] += 1
-                    retry.append(probe)
-                else:
-                    del table[probe.key]
-                    probe.done = True
-                    self._finish(probe, State.FILTERED, "timeout", None, done)
+                _, sent, probes = deadlines.popleft()
+                for probe in probes:
+                    if probe[_DONE] or probe[_SENT] != sent:
+                        continue
+                    if probe[_ATTEMPT] <= opts.retries:  # a blind retry: same SYN, same cookie
+                        counters["retries"] += 1
+                        retry.append(probe)
+                    else:
+                        del table[probe[_KEY]]
+                        probe[_DONE] = True
+                        self._finish(probe, State.FILTERED, "timeout", None, done)
             queue.extendleft(reversed(retry))  # older than any first attempt
             if done:
                 yield done
 
-    def _admit(self, target: Target, table: dict[Key, _Probe],
-               queue: deque[_Probe], done: list[ProbeResult]) -> None:
-        v6 = ":" in target.host
-        try:
-            dst = socket.inet_pton(socket.AF_INET6 if v6 else socket.AF_INET, target.host)
-        except OSError:
-            done.append(ProbeResult(target.host, target.port, State.ERROR, "bad-address", None,
-                                    0, self.name, self.options.source, target.via))
-            return
-        if target.via is not None:
-            self._admit_via(target, dst, v6, table, queue, done)
-            return
-        twin = table.get((dst, target.port, b""))
-        if twin is not None:
-            twin.twins.append(target)  # one SYN answers both: replies cannot tell them apart
-            return
-        found = self._router.lookup(v6, dst, self._clock())
-        if isinstance(found, int):  # refused before anything left, as shaker's connect() is
-            state, reason = classify_errno(found)
-            done.append(ProbeResult(target.host, target.port, state, reason, None, 1, self.name,
-                                    self.options.source))
-            return
-        local, text = found
-        seq, sport = self._key.derive(local, dst, target.port)
-        packet = self._template(local, v6, False).build(dst, sport, target.port, seq)
-        probe = _Probe(target, dst, v6, packet, text)
-        table[probe.key] = probe
-        queue.append(probe)
+    def _admit(self, targets: list[Target], table: dict[Key, Probe],
+               queue: deque[Probe], done: list[ProbeResult]) -> None:
+        pton, derive, lookup = socket.inet_pton, self._key.derive, self._router.lookup
+        builders, now = self._builders, self._clock()  # one clock for the router's cache
+        for target in targets:
+            host, port, via = target
+            v6 = ":" in host
+            try:
+                dst = pton(socket.AF_INET6 if v6 else socket.AF_INET, host)
+            except OSError:
+                done.append(ProbeResult(host, port, State.ERROR, "bad-address", None, 0,
+                                        self.name, self.options.source, via))
+                continue
+            if via is not None:
+                self._admit_via(target, dst, v6, table, queue, done)
+                continue
+            key = (dst, port, b"")
+            twin = table.get(key)
+            if twin is not None:  # one SYN answers both: replies cannot tell them apart
+                if twin[_TWINS] is None:
+                    twin[_TWINS] = [target]
+                else:
+                    twin[_TWINS].append(target)
+                continue
+            found = lookup(v6, dst, now)
+            if isinstance(found, int):  # refused before anything left, as shaker's connect() is
+                state, reason = classify_errno(found)
+                done.append(ProbeResult(host, port, state, reason, None, 1, self.name,
+                                        self.options.source))
+                continue
+            local, text = found
+            build = builders.get(local)
+            if build is None:
+                build = builders[local] = self._template(local, v6, False).build
+            seq, sport = derive(local, dst, port)
+            probe = [target, key, (build(dst, sport, port, seq), dst), _PLAIN_LANES[v6], text,
+                     0, 0.0, False, None]
+            table[key] = probe
+            queue.append(probe)
 
-    def _admit_via(self, target: Target, dst: bytes, v6: bool, table: dict[Key, _Probe],
-                   queue: deque[_Probe], done: list[ProbeResult]) -> None:
+    def _admit_via(self, target: Target, dst: bytes, v6: bool, table: dict[Key, Probe],
+                   queue: deque[Probe], done: list[ProbeResult]) -> None:
         """A check of `target` through real server `target.via` (see rawvia). A via that
         cannot work (not on-link in l2 mode, wrong family) is a UsageError for the run."""
         assert target.via is not None
@@ -300,14 +307,19 @@ class RawEngine:
         except OSError as exc:  # netlink or the link itself failing: not a verdict on the RS
             raise EngineUnavailable(f"cannot find the way to real server {target.via}: "
                                     f"{exc.strerror or exc}") from None
-        twin = table.get((dst, target.port, route.via))
+        key = (dst, target.port, route.via)
+        twin = table.get(key)
         if twin is not None:
-            twin.twins.append(target)
+            if twin[_TWINS] is None:
+                twin[_TWINS] = []
+            twin[_TWINS].append(target)
             return
         seq, sport = self._key.derive(route.source, dst, target.port, route.via)
         syn = self._template(route.source, v6, False).build(dst, sport, target.port, seq)
-        probe = _Probe(target, dst, v6, route.wrap(syn), route.source_text, route)
-        table[probe.key] = probe
+        lane, out = lane_of(route, v6, dst)
+        probe = [target, key, (route.wrap(syn), out), lane, route.source_text, 0, 0.0, False,
+                 None]
+        table[key] = probe
         salts = self._salts.setdefault((dst, target.port), [b""])
         if route.via not in salts:
             salts.insert(-1, route.via)
@@ -316,34 +328,36 @@ class RawEngine:
     def _salts_for(self, remote: bytes, rport: int, lport: int) -> Iterable[bytes]:
         return self._salts.get((remote, rport), (b"",))
 
-    def _send(self, io: PacketIO, granted: int, queue: deque[_Probe],
-              table: dict[Key, _Probe],
-              deadlines: deque[tuple[float, int, _Probe]], done: list[ProbeResult]) -> None:
-        lanes: dict[Lane, list[_Probe]] = {}
+    def _send(self, io: PacketIO, granted: int, queue: deque[Probe], table: dict[Key, Probe],
+              deadlines: deque[tuple[float, float, list[Probe]]],
+              done: list[ProbeResult]) -> None:
+        lanes: dict[Lane, list[Probe]] = {}
+        popleft = queue.popleft
         while granted > 0 and queue:
-            probe = queue.popleft()
-            if not probe.done:  # answered (late) while it waited for its retry
-                group = lanes.get(probe.lane)
+            probe = popleft()
+            if not probe[_DONE]:  # answered (late) while it waited for its retry
+                group = lanes.get(probe[_LANE])
                 if group is None:
-                    group = lanes[probe.lane] = []
+                    group = lanes[probe[_LANE]] = []
                 group.append(probe)
                 granted -= 1
         counters, timeout = self._counters, self.options.timeout
         for lane, probes in lanes.items():
             # The RTT runs from before the call: on veth the answer is processed inside it.
             now = self._clock()
-            failed = dict(self._emit(io, lane, [(p.packet, p.out) for p in probes]))
+            failed = self._emit(io, lane, [p[_MSG] for p in probes])
             counters["sent"] += len(probes) - len(failed)
             counters["send_errors"] += len(failed)
-            for i, probe in enumerate(probes):
-                probe.attempt += 1
-                probe.sent = now
-                err = failed.get(i)
-                if err is None or err in TRANSIENT_ERRNOS:  # a local drop is a lost attempt
-                    deadlines.append((now + timeout, probe.attempt, probe))
-                else:  # refused locally: no route, a firewall's EPERM
-                    del table[probe.key]
-                    probe.done = True
+            for probe in probes:
+                probe[_ATTEMPT] += 1
+                probe[_SENT] = now
+            # A local drop (TRANSIENT_ERRNOS) is a lost attempt: its deadline stays.
+            deadlines.append((now + timeout, now, probes))
+            for i, err in failed:
+                if err not in TRANSIENT_ERRNOS:  # refused locally: no route, a firewall's EPERM
+                    probe = probes[i]
+                    del table[probe[_KEY]]
+                    probe[_DONE] = True
                     state, reason = classify_errno(err)
                     self._finish(probe, state, reason, None, done)
 
@@ -360,19 +374,59 @@ class RawEngine:
         except PermissionError as exc:
             raise self._unavailable(exc) from None
 
-    def _receive(self, io: PacketIO, table: dict[Key, _Probe],
+    def _receive(self, io: PacketIO, table: dict[Key, Probe],
                  done: list[ProbeResult]) -> None:
-        counters, key, clock = self._counters, self._key, self._clock
-        rsts: list[tuple[Reply, ViaRoute | None]] = []
         if self._salts:  # checks through real servers: salted cookies, and the sender's MAC
-            salts: Callable[[bytes, int, int], Iterable[bytes]] | None = self._salts_for
-            received: Iterable[tuple[bytes, bytes | None]] = io.receive_from(RECV_BATCH)
-        else:
-            salts, received = None, zip(io.receive(RECV_BATCH), repeat(None))
-        for packet, mac in received:
-            reply = match_reply(packet, key, salts)
+            self._receive_via(io, table, done)
+            return
+        key, self_rst, take = self._key, self.rst == "self", self._rst_bucket.take
+        name, results = self.name, done.append
+        packets = io.receive(RECV_BATCH)
+        now = self._clock()  # for the batch: it was queued by now
+        rsts: list[tuple[Reply, ViaRoute | None]] = []
+        replies = invalid = duplicates = suppressed = 0
+        for packet in packets:
+            reply = match_reply(packet, key)
             if reply is None:
                 continue  # not reply-shaped (the BPF filter lets little else through)
+            if reply.__class__ is Invalid:
+                invalid += 1
+                continue
+            replies += 1
+            state = reply[0]
+            if self_rst and state is State.OPEN:
+                if take():
+                    rsts.append((reply, None))
+                else:
+                    suppressed += 1
+            probe = table.get((reply[2], reply[3], b""))
+            if probe is None or probe[_ATTEMPT] == 0:
+                duplicates += 1  # answered already, or a previous run's reply
+                continue
+            del table[probe[_KEY]]
+            probe[_DONE] = True
+            if probe[_TWINS] is None:
+                t = probe[_TARGET]
+                results(ProbeResult(t.host, t.port, state, reply[1], now - probe[_SENT],
+                                    probe[_ATTEMPT], name, probe[_SOURCE], t.via))
+            else:
+                self._finish(probe, state, reply[1], now - probe[_SENT], done)
+        counters = self._counters
+        counters["replies"] += replies
+        counters["invalid"] += invalid
+        counters["duplicates"] += duplicates
+        counters["rsts_suppressed"] += suppressed
+        if rsts:
+            self._send_rsts(io, rsts)
+
+    def _receive_via(self, io: PacketIO, table: dict[Key, Probe],
+                     done: list[ProbeResult]) -> None:
+        counters, key, clock = self._counters, self._key, self._clock
+        rsts: list[tuple[Reply, ViaRoute | None]] = []
+        for packet, mac in io.receive_from(RECV_BATCH):
+            reply = match_reply(packet, key, self._salts_for)
+            if reply is None:
+                continue
             if isinstance(reply, Invalid):
                 counters["invalid"] += 1
                 continue
@@ -388,12 +442,12 @@ class RawEngine:
                 else:
                     counters["rsts_suppressed"] += 1
             probe = table.get((reply.remote, reply.port, reply.salt))
-            if probe is None or probe.attempt == 0:
+            if probe is None or probe[_ATTEMPT] == 0:
                 counters["duplicates"] += 1  # answered already, or a previous run's reply
                 continue
-            del table[probe.key]
-            probe.done = True
-            self._finish(probe, reply.state, reply.reason, clock() - probe.sent, done)
+            del table[probe[_KEY]]
+            probe[_DONE] = True
+            self._finish(probe, reply.state, reply.reason, clock() - probe[_SENT], done)
         if rsts:
             self._send_rsts(io, rsts)
 
@@ -410,8 +464,8 @@ class RawEngine:
             self._counters["self_rsts"] += len(batch) - failed
             self._counters["send_errors"] += failed
 
-    def _finish(self, probe: _Probe, state: State, reason: str, rtt: float | None,
+    def _finish(self, probe: Probe, state: State, reason: str, rtt: float | None,
                 done: list[ProbeResult]) -> None:
-        for t in (probe.target, *probe.twins):
-            done.append(ProbeResult(t.host, t.port, state, reason, rtt, probe.attempt,
-                                    self.name, probe.source, t.via))
+        for t in (probe[_TARGET], *(probe[_TWINS] or ())):
+            done.append(ProbeResult(t.host, t.port, state, reason, rtt, probe[_ATTEMPT],
+                                    self.name, probe[_SOURCE], t.via))

@@ -46,6 +46,9 @@ without a via). Tried in order; keep it short (one entry per real server of that
 
 # TCP source port, destination port, (seq skipped), ack, (data offset skipped), flags: 14 bytes.
 _TCP_HEAD = struct.Struct("!HH4xIxB")
+# IPv4 (20-byte header) + TCP: fragment field, protocol skipped, source, destination, then as
+# _TCP_HEAD: 34 bytes.
+_V4_TCP = struct.Struct("!6xH4x4s4sHH4xIxB")
 # A quoted TCP header: RFC 792 promises only the first 8 bytes, enough for ports and seq.
 _QUOTED_TCP = struct.Struct("!HHI")
 
@@ -78,6 +81,9 @@ class Invalid(NamedTuple):
     kind: str
 
 
+_OPEN, _CLOSED = State.OPEN, State.CLOSED
+_new_tuple = tuple.__new__
+
 INVALID_SYN_ACK = Invalid("syn-ack")
 INVALID_RST = Invalid("rst")
 INVALID_ICMP = Invalid("icmp")
@@ -93,37 +99,44 @@ def match_reply(
     if type(packet) is not bytes:
         packet = bytes(packet)  # slices and `+` below need bytes, not views
     n = len(packet)
-    if n < 20:
-        return None
-    first = packet[0]
-    if first >> 4 == 4:
-        off = (first & 0x0F) * 4
-        # Any fragment: a later one holds no header, a first one is not what a SYN is answered
-        # with (BPF drops both already; this keeps the function safe on its own).
-        if off < 20 or packet[6] & 0x3F or packet[7]:
+    if n >= 34 and packet[0] == 0x45 and packet[9] == _TCP:
+        # The common case, IPv4 without options carrying TCP, in one unpack. With the Reply
+        # made by tuple.__new__, a valid SYN-ACK measured 1.0 µs here against 1.5 µs before.
+        frag, remote, local, rport, lport, ack, flags = _V4_TCP.unpack_from(packet)
+        if frag & 0x3FFF:  # a fragment: see below
             return None
-        proto, src, size = packet[9], 12, 4
-        if proto == _ICMP:
-            return _match_icmp(packet, off, packet[16:20], key, False, salts)
-    elif first >> 4 == 6 and n >= 40:
-        off, proto, src, size = 40, packet[6], 8, 16
-        if proto == _ICMP6:
-            return _match_icmp(packet, off, packet[24:40], key, True, salts)
     else:
-        return None
-    # The common case, a SYN-ACK or RST, is handled inline: a call costs ~0.1 µs here.
-    if proto != _TCP or n < off + 14:
-        return None
-    rport, lport, ack, flags = _TCP_HEAD.unpack_from(packet, off)
+        if n < 20:
+            return None
+        first = packet[0]
+        if first >> 4 == 4:
+            off = (first & 0x0F) * 4
+            # Any fragment: a later one holds no header, a first one is not what a SYN is
+            # answered with (BPF drops both already; this keeps the function safe on its own).
+            if off < 20 or packet[6] & 0x3F or packet[7]:
+                return None
+            proto, src, size = packet[9], 12, 4
+            if proto == _ICMP:
+                return _match_icmp(packet, off, packet[16:20], key, False, salts)
+        elif first >> 4 == 6 and n >= 40:
+            off, proto, src, size = 40, packet[6], 8, 16
+            if proto == _ICMP6:
+                return _match_icmp(packet, off, packet[24:40], key, True, salts)
+        else:
+            return None
+        if proto != _TCP or n < off + 14:
+            return None
+        rport, lport, ack, flags = _TCP_HEAD.unpack_from(packet, off)
+        remote, local = packet[src : src + size], packet[src + size : src + 2 * size]
+    # A SYN-ACK or a RST is handled inline: a call costs ~0.1 µs here.
     if not key.port_lo <= lport <= key.port_hi:
         return None
     if flags & _RST:
-        state, reason, invalid = State.CLOSED, "rst", INVALID_RST
+        state, reason, invalid = _CLOSED, "rst", INVALID_RST
     elif flags & _SYN_ACK == _SYN_ACK:
-        state, reason, invalid = State.OPEN, "syn-ack", INVALID_SYN_ACK
+        state, reason, invalid = _OPEN, "syn-ack", INVALID_SYN_ACK
     else:
         return None
-    remote, local = packet[src : src + size], packet[src + size : src + 2 * size]
     # A SYN-ACK or a RST answering our SYN acknowledges seq + 1 (RFC 9293 3.10.7.1 for RSTs to
     # segments without ACK). The RST's ACK flag is not required: the cookie alone proves the
     # sender saw our SYN. A RST with seq == cookie + 1 has no such origin, so it is refused.
@@ -131,8 +144,9 @@ def match_reply(
         cookie, our_port = key.derive(local, remote, rport)
         if (ack - 1) & 0xFFFFFFFF != cookie or lport != our_port:
             return invalid
-        return Reply(state, reason, remote, rport, lport, ack if state is State.OPEN else None,
-                     local)
+        # tuple.__new__ skips NamedTuple's Python-level __new__ (0.2 µs against 0.3 µs).
+        return _new_tuple(Reply, (state, reason, remote, rport, lport,
+                                  ack if state is _OPEN else None, local, b""))
     salt = _find_salt(key, local, remote, rport, lport, (ack - 1) & 0xFFFFFFFF,
                       salts(remote, rport, lport))
     if salt is None:
