@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from synprobe.api import ResultStream, check_via_support, make_options, probe_many
 from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
@@ -24,6 +25,7 @@ from synprobe.output import (
     merge_stats,
 )
 from synprobe.registry import create_engine, engines
+from synprobe.space import DEFAULT_LIMIT
 from synprobe.targets import (
     Prepared,
     build_space,
@@ -158,29 +160,52 @@ def _engine_options(args: argparse.Namespace) -> dict[str, object]:
 def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> int:
     ports = parse_ports(args.ports) if args.ports else None
     excludes = [e for arg in args.exclude for e in arg.split(",") if e.strip()]
-    space = build_space(_tokens(args), ports, excludes=excludes, exclude_files=args.exclude_file)
+    names: list[str] = []
+
+    def resolver(host: str, *rest: Any, **kw: Any) -> Any:
+        names.append(host)  # workers would resolve again, and might get other answers
+        return socket.getaddrinfo(host, *rest, **kw)
+
+    space = build_space(_tokens(args), ports, excludes=excludes, exclude_files=args.exclude_file,
+                        resolver=resolver)
     if len(space) == 0:
         raise UsageError("no targets to probe (all excluded, or none given; see --help)")
-    space.check_size(allow_large=args.allow_large)
+    vias = [parse_via(v) for v in args.via]
+    planned = len(space) * max(1, len(vias))
+    if planned > DEFAULT_LIMIT and not args.allow_large:
+        raise UsageError(f"{planned:,} checks is more than {DEFAULT_LIMIT:,}; pass --allow-large "
+                         "if you mean it")
     if args.workers < 0:
         raise UsageError("--workers must be 0 (auto) or more")
     shard = parse_shard(args.shard) if args.shard else (0, 1)
-    vias = [parse_via(v) for v in args.via]
-    total = len(space) // shard[1] * max(1, len(vias))
+    total = planned // shard[1]
     options = dict(timeout=args.timeout, retries=args.retries, concurrency=args.concurrency,
                    rate=args.rate or None, source=args.source, **_engine_options(args))
 
-    if args.dry_run:
-        engine = create_engine(args.engine, make_options(**options))
+    engine = create_engine(args.engine, make_options(**options))
+    try:
         check_via_support(engine, vias)
-        for target in with_vias(space.iter(args.seed, shard[0], shard[1]), vias):
-            stdout.write(engine.describe(target) + "\n")
-        return EXIT_ALL_OPEN
+        if args.dry_run:
+            for target in with_vias(space.iter(args.seed, shard[0], shard[1]), vias):
+                stdout.write(engine.describe(target) + "\n")
+            return EXIT_ALL_OPEN
+        # What would fail the run (privileges, unusable real servers) fails now, before any
+        # output or worker.
+        preflight = getattr(engine, "preflight", None)
+        if preflight is not None:
+            preflight(vias, space.families)
+    finally:
+        engine.close()
 
     workers = None
     seed = args.seed
     count = args.workers or auto_workers(args.engine, total)
-    if count > 1 and args.worker_fd is None:
+    rereadable = "-" not in args.input_list and not names
+    if count > 1 and args.workers and not rereadable:
+        raise UsageError("--workers: each worker reads the targets again, which cannot work "
+                         "with -iL - (stdin) or host names (resolved per process); give "
+                         "addresses or a file")
+    if count > 1 and args.worker_fd is None and rereadable:
         port_ranges = _split_ports(args) if args.engine == "raw" else None
         workers = Workers(argv, count, seed, shard, options["rate"], args.concurrency,
                           port_ranges)

@@ -119,6 +119,11 @@ class TargetSpace:
         return map(self._blocks[0].target if len(self._blocks) == 1 else self._target, indices)
 
     @property
+    def families(self) -> set[bool]:
+        """The address families present, as `v6` flags (False for IPv4, True for IPv6)."""
+        return {v6 for b in self._blocks for v6 in b.v6}
+
+    @property
     def has_ipv6(self) -> bool:
         """Whether any target is IPv6 (output code sizes its host column by it)."""
         return any(any(b.v6) for b in self._blocks)

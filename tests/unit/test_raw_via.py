@@ -43,10 +43,10 @@ class FakeResolver:
     def path(self, via: bytes, ask: bool = True) -> L2Path:
         text = socket.inet_ntop(socket.AF_INET, via)
         self.asked.append((text, ask))
+        if text == ROUTED:  # the route is looked at first, as L2Resolver does
+            raise UsageError(f"--via {text} is not on a directly connected network")
         if text == SILENT or (text not in MACS and not ask):
             raise NeighbourUnresolved(text, "dsr0", "ARP", asked=ask)
-        if text == ROUTED:
-            raise UsageError(f"--via {text} is not on a directly connected network")
         return L2Path(via, 2, "dsr0", pton(OURS), parse_mac(OUR_MAC), parse_mac(MACS[text]))
 
 
@@ -195,10 +195,17 @@ def test_silent_and_refused_real_servers(link: FakeLink) -> None:
     results = run(eng, [Target(VIP, 80, SILENT), Target(VIP, 80, RS1)])
     assert states(results) == {(VIP, SILENT): ("unreachable", "arp-timeout"),
                                (VIP, RS1): ("open", "syn-ack")}
+    # A real server that cannot work is that check's error, not the end of the run (a
+    # long-lived Prober must survive it); preflight() says why, before a CLI run starts.
+    results = run(engine(link), [Target(VIP, 80, ROUTED), Target("::1", 80, RS1),
+                                 Target(VIP, 80, RS1)])
+    assert states(results) == {(VIP, ROUTED): ("error", "via-unusable"),
+                               ("::1", RS1): ("error", "via-unusable"),
+                               (VIP, RS1): ("open", "syn-ack")}
     with pytest.raises(UsageError, match="not on a directly connected network"):
-        run(engine(link), [Target(VIP, 80, ROUTED)])
+        engine(link).preflight([ROUTED], [False])
     with pytest.raises(UsageError, match="cannot serve an IPv6 VIP"):
-        run(engine(link), [Target("::1", 80, RS1)])
+        engine(link).preflight([RS1], [False, True])
 
 
 def test_answer_from_another_mac_is_counted_not_refused() -> None:

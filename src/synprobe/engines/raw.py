@@ -36,7 +36,7 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from synprobe.engines.base import ProbeOptions, TargetSource
@@ -50,7 +50,7 @@ from synprobe.engines.rawio import (
 )
 from synprobe.engines.rawopts import TokenBucket, parse_settings
 from synprobe.engines.rawvia import Lane, ViaPaths, ViaRoute, lane_of, unresolved_reason
-from synprobe.errors import EngineUnavailable
+from synprobe.errors import EngineUnavailable, UsageError
 from synprobe.model import ProbeResult, State, Target, classify_errno
 from synprobe.pacing import Pacer
 from synprobe.wire.cookie import CookieKey
@@ -124,6 +124,7 @@ class RawEngine:
         # reset). Empty while no check names a real server: replies then match unsalted only.
         self._salts: dict[tuple[bytes, int], list[bytes]] = {}
         self._frames: FrameSender | None = None
+        self._io: PacketIO | None = None  # opened early by preflight(), else by run()
 
     def stats(self) -> dict[str, int]:
         return {k: v for k, v in self._counters.items() if k in STATS or self._salts}
@@ -132,6 +133,9 @@ class RawEngine:
         self._router.close()
         if self._frames is not None:
             self._frames.close()
+        if self._io is not None:  # preflight() opened it and no run() took it
+            self._io.close()
+            self._io = None
 
     def describe(self, target: Target) -> str:
         """The SYN a check of `target` would send, tcpdump-style (for --dry-run). Opens no raw
@@ -179,8 +183,23 @@ class RawEngine:
             f"{caps.lower().replace(' and ', ',')}+ep {os.path.realpath(sys.executable)}`, "
             f"or use --engine shaker")
 
+    def preflight(self, vias: Sequence[str] = (), families: Iterable[bool] = ()) -> None:
+        """Fail now, before anything is sent or printed, with what would fail the run: the
+        capability (the sockets are opened here and kept for run()), and real servers that
+        cannot serve VIPs of the given families (v6 True/False)."""
+        if self._io is None:
+            self._io = self._open_io()
+        for via in vias:
+            for v6 in families:
+                try:
+                    self._via.route(via, v6, ask=False)
+                except NeighbourUnresolved:
+                    pass  # asked for during the run; a silent real server is a result
+                except PermissionError as exc:
+                    raise self._unavailable(exc) from None
+
     def run(self, source: TargetSource) -> Iterator[list[ProbeResult]]:
-        io = self._open_io()
+        io, self._io = self._io or self._open_io(), None
         poller = select.epoll()
         try:
             poller.register(io.recv_fd, select.EPOLLIN)
@@ -293,7 +312,7 @@ class RawEngine:
     def _admit_via(self, target: Target, dst: bytes, v6: bool, table: dict[Key, Probe],
                    queue: deque[Probe], done: list[ProbeResult]) -> None:
         """A check of `target` through real server `target.via` (see rawvia). A via that
-        cannot work (not on-link in l2 mode, wrong family) is a UsageError for the run."""
+        cannot work (not on-link in l2 mode, wrong family) is an error result for the check."""
         assert target.via is not None
         try:
             route = self._via.route(target.via, v6)
@@ -301,6 +320,12 @@ class RawEngine:
             done.append(ProbeResult(target.host, target.port, State.UNREACHABLE,
                                     unresolved_reason(exc), None, 1, self.name,
                                     self.options.source, target.via))
+            return
+        except UsageError:  # e.g. not on-link: this check's error, not the run's (preflight()
+            # reports it, with the reason, before a CLI run starts)
+            self._counters["send_errors"] += 1
+            done.append(ProbeResult(target.host, target.port, State.ERROR, "via-unusable", None,
+                                    0, self.name, self.options.source, target.via))
             return
         except PermissionError as exc:  # the ARP/ND packet socket
             raise self._unavailable(exc) from None

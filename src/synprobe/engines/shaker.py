@@ -192,7 +192,9 @@ class ShakerEngine:
         retry: deque[tuple[Target, int]] = deque()
         wakeup = source.wakeup_fd
         if wakeup is not None:
-            poller.register(wakeup, select.EPOLLIN)
+            # Edge-triggered: the eventfd is only read by pull(), which is skipped while every
+            # slot is busy; level-triggered, it would wake the loop again and again meanwhile.
+            poller.register(wakeup, select.EPOLLIN | select.EPOLLET)
         exhausted = False
         counters = self._counters
         try:
