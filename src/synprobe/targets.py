@@ -6,6 +6,7 @@ up front; `parse_target()` turns one library-style target into a `Target`.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import sys
@@ -44,6 +45,7 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
     "240.0.0.0/4",  # reserved, and 255.255.255.255 (limited broadcast) is its last address
     "ff00::/8",  # IPv6 multicast
     "::/128",  # the IPv6 unspecified address
+    "::ffff:0:0/96",  # IPv4-mapped: IPv4 on the wire, past every IPv4 exclude (use a.b.c.d)
 )
 """Addresses no TCP health check can mean, subtracted from every space unless turned off.
 
@@ -265,7 +267,16 @@ def parse_target(obj: object, resolver: Resolver = socket.getaddrinfo) -> Target
             raise UsageError(f"bad target {obj!r}: one address per target; use build_space()")
         ip = resolve(host, str(obj), resolver)[0]
     version, value = ip
+    if any(v == version and lo <= value <= hi for v, lo, hi in _default_exclusions()):
+        raise UsageError(f"refusing to probe {obj!r}: {format_ip(value, version == 6)} is in "
+                         "the default exclusions: multicast, broadcast, unspecified, reserved "
+                         "or IPv4-mapped (give the IPv4 form)")
     return Target(format_ip(value, version == 6), port)
+
+
+@functools.cache
+def _default_exclusions() -> tuple[Interval, ...]:
+    return tuple(_exclusion_set((), (), default_excludes=True))
 
 
 def parse_via(text: str) -> str:

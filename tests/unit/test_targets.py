@@ -128,7 +128,11 @@ def test_single_addresses_take_the_ports() -> None:
         T("198.51.100.1", 443),
     ]
     assert targets("2001:DB8:0:0::1", ports=[22]) == [T("2001:db8::1", 22)]
-    assert targets("::ffff:192.0.2.1", ports=[22]) == [T("::ffff:192.0.2.1", 22)]
+    # IPv4-mapped addresses go out as IPv4, past IPv4 excludes: only without the defaults.
+    assert build_space(["::ffff:192.0.2.1"], [22], default_excludes=False)[0] == T(
+        "::ffff:192.0.2.1", 22)
+    with pytest.raises(UsageError, match="excluded"):
+        build_space(["::ffff:192.0.2.1"], [22])
 
 
 @pytest.mark.parametrize(
@@ -563,7 +567,6 @@ def test_iter_target_file_errors(tmp_path: Path) -> None:
         ("198.51.100.1:80", T("198.51.100.1", 80)),
         (" 198.51.100.1:80 ", T("198.51.100.1", 80)),
         ("[2001:DB8::1]:443", T("2001:db8::1", 443)),
-        ("[::ffff:192.0.2.1]:1", T("::ffff:192.0.2.1", 1)),
         (("2001:db8:0::1", 443), T("2001:db8::1", 443)),
         (("[2001:db8::1]", 443), T("2001:db8::1", 443)),
         (T("198.51.100.1", 65535), T("198.51.100.1", 65535)),
@@ -598,3 +601,10 @@ def test_parse_target(obj: object, expected: Target) -> None:
 def test_parse_target_refuses(obj: object, match: str) -> None:
     with pytest.raises(UsageError, match=match):
         parse_target(obj, resolver=fake_resolver())
+
+
+@pytest.mark.parametrize("obj", ["224.0.0.1:80", "0.0.0.0:80", "[ff02::1]:80",
+                                 "[::ffff:198.18.0.2]:80", "255.255.255.255:80"])
+def test_library_targets_get_the_default_exclusions(obj: str) -> None:
+    with pytest.raises(UsageError, match="refusing to probe"):
+        parse_target(obj)
