@@ -254,7 +254,7 @@ def _report(args: argparse.Namespace, results: ResultStream, total: int, has_ipv
     else:
         colour = not args.no_color and stdout.isatty()
         writer = TableWriter(sink, colour=colour, host_width=39 if has_ipv6 else 15,
-                             header=not is_worker)
+                             header=not is_worker, via=bool(args.via))
     tally = Tally(total)
     progress = not args.quiet and not is_worker and stderr.isatty()
     next_progress = time.monotonic() + 1.0

@@ -68,21 +68,24 @@ class LineSink:
 class TableWriter:
     """Aligned columns, written as results arrive; the state is coloured on a terminal."""
 
-    def __init__(self, out: LineSink, *, colour: bool, host_width: int, header: bool) -> None:
+    def __init__(self, out: LineSink, *, colour: bool, host_width: int, header: bool,
+                 via: bool = False) -> None:
         self.out = out
         self.colour = colour
         self.host_width = host_width
+        self.via = via  # a VIA column, when checks go through named real servers
         if header:
-                out.write(f"{'HOST':<{host_width}}  {'PORT':>5}  {'STATE':<11}  {'REASON':<14}  "
-                      f"{'RTT':>9}  TRIES\n")
+            out.write(f"{'HOST':<{host_width}}  {'PORT':>5}  {'STATE':<11}  {'REASON':<14}  "
+                      f"{'RTT':>9}  TRIES" + ("  VIA\n" if via else "\n"))
 
     def write(self, r: ProbeResult) -> None:
         state = f"{r.state.value:<11}"
         if self.colour:
             state = f"{_COLOURS[r.state]}{state}{_RESET}"
         rtt = "-" if r.rtt is None else f"{r.rtt * 1000:.3f}ms"
+        via = f"      {r.via}" if self.via else ""
         self.out.write(f"{r.host:<{self.host_width}}  {r.port:>5}  {state}  {r.reason:<14}  "
-                       f"{rtt:>9}  {r.attempts}\n")
+                       f"{rtt:>9}  {r.attempts}{via}\n")
 
     def finish(self) -> None:
         self.out.flush()

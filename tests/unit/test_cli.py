@@ -142,6 +142,9 @@ def test_via_gives_one_result_per_real_server(fake_engine: object,
     assert code == 1
     assert rows == [("198.18.0.100", p, rs) for p in (80, 81)
                     for rs in ("198.18.0.11", "198.18.0.12")]
+    code, out, _ = run_cli("--engine", "fake", "-q", "--via", "198.18.0.11", "198.18.0.100:80")
+    header, row = out.splitlines()
+    assert header.split()[-1] == "VIA" and row.split()[-1] == "198.18.0.11"
 
 
 def test_via_needs_an_engine_that_can_choose_the_real_server(fake_engine: object) -> None:
