@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ from synprobe.engines.base import Engine, ProbeOptions
 from synprobe.errors import UsageError
 from synprobe.model import ProbeResult, Target
 from synprobe.registry import create_engine
-from synprobe.runner import EngineThread, ThrottledSource
+from synprobe.runner import EngineThread, ThrottledSource, close_run
 from synprobe.sources import IterSource
 from synprobe.targets import Prepared, TargetSpace, parse_target, parse_via, with_vias
 
@@ -65,6 +66,21 @@ def check_via_support(eng: Engine, vias: Sequence[str]) -> None:
         )
 
 
+def open_engine(name: str, options: ProbeOptions, vias: Sequence[str] = ()) -> Engine:
+    """Make the engine and check it can do what was asked; closed again if it cannot."""
+    eng = create_engine(name, options)
+    try:
+        check_via_support(eng, vias)
+    except BaseException:
+        eng.close()
+        raise
+    return eng
+
+
+def high_water(concurrency: int) -> int:
+    return max(4096, 4 * concurrency)
+
+
 def probe(
     target: TargetLike,
     *,
@@ -80,20 +96,26 @@ def probe(
     `via` names a real server to check the target (a DSR VIP) through."""
     options = make_options(timeout=timeout, retries=retries, source=source, **engine_options)
     vias = parse_vias(via)
-    eng = create_engine(engine, options)
+    # Parsed (and resolved) before the engine starts: nothing slow runs inside its loop.
+    targets = list(iter_targets([target], vias))
+    eng = open_engine(engine, options, vias)
     # One check runs inline: no consumer can stall the engine loop between yields here.
     try:
-        check_via_support(eng, vias)
-        for batch in eng.run(IterSource(iter_targets([target], vias))):
-            if batch:
-                return batch[0]
+        run = eng.run(IterSource(targets))
+        try:
+            for batch in run:
+                if batch:
+                    return batch[0]
+        finally:
+            close_run(run)
     finally:
         eng.close()
     raise RuntimeError(f"engine {engine!r} finished without a result")  # an engine bug
 
 
 class ResultStream(Iterator[ProbeResult]):
-    """Results of `probe_many()` as they complete. Closing it early stops starting new checks."""
+    """Results of `probe_many()` as they complete. Closing it early stops starting new checks;
+    so does dropping it unclosed (when it is garbage collected)."""
 
     def __init__(self, eng: Engine, targets: Iterator[Target], high_water: int) -> None:
         self._queue: queue.SimpleQueue[list[ProbeResult] | BaseException | None] = (
@@ -103,6 +125,10 @@ class ResultStream(Iterator[ProbeResult]):
         self._thread = EngineThread(eng, self._source, self._queue.put)
         self._batch: Iterator[ProbeResult] = iter(())
         self._finished = False
+        # An abandoned stream (`next(s); del s`) would leave the engine waiting for a consumer
+        # forever, its sockets open. The finaliser holds only the engine thread, which holds
+        # no reference back to the stream, so the stream can be collected and stop the run.
+        self._abandoned = weakref.finalize(self, self._thread.stop)
         self._thread.start()
 
     def __next__(self) -> ProbeResult:
@@ -124,6 +150,7 @@ class ResultStream(Iterator[ProbeResult]):
     def _finish(self) -> None:
         if not self._finished:
             self._finished = True
+            self._abandoned.detach()
             self._thread.join()
 
     def stats(self) -> dict[str, int]:
@@ -134,11 +161,9 @@ class ResultStream(Iterator[ProbeResult]):
         """Stop starting checks, let those in flight finish, and wait for the engine to end."""
         if self._finished:
             return
+        # Stopped, the engine ends after its checks in flight whatever the backlog: nothing
+        # need be drained, the unread results are dropped with the queue.
         self._thread.stop()
-        while True:
-            item = self._queue.get()
-            if item is None or isinstance(item, BaseException):
-                break
         self._finish()
 
     def __enter__(self) -> ResultStream:
@@ -163,19 +188,20 @@ def probe_many(
     """Check many targets; results stream back in completion order, never materialising the
     target list. Use it as an iterator (or `with` block, to stop early cleanly).
 
-    With `via` (one real server or several), each target is checked through each of them."""
+    With `via` (one real server or several), each target is checked through each of them.
+    `targets` is consumed lazily on the engine's thread, between its loop turns: keep it cheap
+    (addresses, not host names to resolve; no blocking generator), or pass a TargetSpace from
+    `synprobe.targets.build_space()`, which resolves names once, up front. (A feeder thread
+    was tried and measured worse: its GIL contention delayed closes past the delayed-ACK
+    window with 10,000 checks in flight.)"""
     options = make_options(
         timeout=timeout, retries=retries, concurrency=concurrency, rate=rate, source=source,
         **engine_options,
     )
     vias = parse_vias(via)
-    eng = create_engine(engine, options)
-    try:
-        check_via_support(eng, vias)
-    except UsageError:
-        eng.close()
-        raise
-    return ResultStream(eng, iter_targets(targets, vias), high_water=max(4096, 4 * concurrency))
+    target_iter = iter_targets(targets, vias)
+    eng = open_engine(engine, options, vias)
+    return ResultStream(eng, target_iter, high_water(concurrency))
 
 
 async def aprobe(target: TargetLike, **kwargs: Any) -> ProbeResult:
@@ -191,31 +217,41 @@ async def aprobe_many(
     inbox: asyncio.Queue[list[ProbeResult] | BaseException | None] = asyncio.Queue()
     options = make_options(**{k: v for k, v in kwargs.items() if k not in ("engine", "via")})
     vias = parse_vias(kwargs.get("via"))
-    eng = create_engine(kwargs.get("engine", "shaker"), options)
-    check_via_support(eng, vias)
-    source = ThrottledSource(iter_targets(targets, vias), max(4096, 4 * options.concurrency))
-    thread = EngineThread(
-        eng, source, lambda item: loop.call_soon_threadsafe(inbox.put_nowait, item)
-    )
+    target_iter = iter_targets(targets, vias)
+    eng = open_engine(kwargs.get("engine", "shaker"), options, vias)
+    source = ThrottledSource(target_iter, high_water(options.concurrency))
+
+    def deliver(item: list[ProbeResult] | BaseException | None) -> None:
+        try:
+            loop.call_soon_threadsafe(inbox.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody will read these results
+            source.stop()
+
+    thread = EngineThread(eng, source, deliver)
     thread.start()
-    finished = False
     try:
         while True:
             item = await inbox.get()
             if item is None:
-                finished = True
                 return
             if isinstance(item, BaseException):
-                finished = True
                 raise item
             source.consumed(len(item))
             for result in item:
                 yield result
     finally:
-        if not finished:
-            thread.stop()
-            while True:
-                item = await inbox.get()
-                if item is None or isinstance(item, BaseException):
-                    break
-        await asyncio.to_thread(thread.join)
+        # Stopped, the engine ends after its checks in flight whatever the backlog; the
+        # unread inbox is dropped. A no-op when the run has already ended.
+        thread.stop()
+        # A generator dropped unclosed after its event loop closed is finalised here with no
+        # loop to wait in; the engine thread then ends, and cleans up, on its own.
+        if _loop_running():
+            await asyncio.to_thread(thread.join)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

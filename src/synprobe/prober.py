@@ -8,11 +8,35 @@ import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 
-from synprobe.api import TargetLike, check_via_support, iter_targets, make_options, parse_vias
+from synprobe.api import (
+    TargetLike,
+    check_via_support,
+    iter_targets,
+    make_options,
+    open_engine,
+    parse_vias,
+)
 from synprobe.model import ProbeResult, Target
-from synprobe.registry import create_engine
 from synprobe.sources import QueueSource
 from synprobe.targets import TargetSpace
+
+# What the engine thread hands the dispatcher: a batch of results, or the end of the engine
+# loop (None when it ended normally, else the exception that ended it).
+_Handoff = list[ProbeResult] | BaseException | None
+
+
+def _settle(fut: Future[ProbeResult], outcome: ProbeResult | BaseException) -> None:
+    try:
+        # False when the caller cancelled it (asyncio.wait_for does, on a timeout): skip it.
+        # Once running it can no longer be cancelled, so setting the outcome cannot race.
+        if not fut.set_running_or_notify_cancel():
+            return
+    except RuntimeError:  # already resolved by someone other than us: nothing to do
+        return
+    if isinstance(outcome, BaseException):
+        fut.set_exception(outcome)
+    else:
+        fut.set_result(outcome)
 
 
 class Prober:
@@ -21,6 +45,16 @@ class Prober:
     Checks submitted from any thread share one engine loop on a background thread. Checks of
     the same target that overlap in time are answered by one probe (a health checker asking
     twice at once wants one answer, not two SYNs).
+
+    The engine thread runs no user code: futures are resolved, and their done-callbacks run,
+    on a dispatcher thread of their own, so a slow callback delays other results but never
+    the engine closing its sockets. A cancelled future is skipped; its check still runs.
+
+    `submit()` validates what it can before queueing a check (the target, the real server's
+    address, whether the engine can check through one). An exception the engine raises while
+    running (e.g. a real server it cannot reach) ends the prober: every pending future fails
+    with that exception and later `submit()`s raise RuntimeError from it. A future is never
+    left pending: if the engine loop ends with checks unanswered, they fail with RuntimeError.
     """
 
     def __init__(
@@ -39,34 +73,65 @@ class Prober:
             **engine_options,
         )
         self.engine_name = engine
-        self._engine = create_engine(engine, options)
+        self._engine = open_engine(engine, options)
+        # What would fail every check (the raw engine's capability) fails here, not later as
+        # the end of the engine loop.
+        preflight = getattr(self._engine, "preflight", None)
+        if preflight is not None:
+            try:
+                preflight()
+            except BaseException:
+                self._engine.close()
+                raise
         self._source = QueueSource()
         self._lock = threading.Lock()
         self._pending: dict[Target, list[Future[ProbeResult]]] = {}
         self._failure: BaseException | None = None
         self._closed = False
+        self._ended = False
+        self._handoff: queue.SimpleQueue[_Handoff] = queue.SimpleQueue()
+        self._dispatcher = threading.Thread(target=self._dispatch, name="synprobe-dispatch",
+                                            daemon=True)
+        self._dispatcher.start()
         # The loop thread inherits the calling thread's network namespace, like its sockets.
         self._thread = threading.Thread(target=self._loop, name="synprobe-prober", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
+        """The engine thread: it only hands batches over (SimpleQueue.put never blocks)."""
         try:
             for batch in self._engine.run(self._source):
-                with self._lock:
-                    pending = self._pending
-                    waiters = [(r, pending.pop(Target(r.host, r.port, r.via), [])) for r in batch]
-                for result, futures in waiters:
-                    for fut in futures:
-                        fut.set_result(result)
-        except BaseException as exc:
-            with self._lock:
-                self._failure = exc
-                orphans = [f for fs in self._pending.values() for f in fs]
-                self._pending.clear()
-            for fut in orphans:
-                fut.set_exception(exc)
+                self._handoff.put(batch)
+        except BaseException as exc:  # the dispatcher fails the pending futures with it
+            self._handoff.put(exc)
+        else:
+            self._handoff.put(None)
         finally:
             self._engine.close()
+
+    def _dispatch(self) -> None:
+        """The dispatcher thread: resolves futures, so their callbacks run here."""
+        while True:
+            item = self._handoff.get()
+            if not isinstance(item, list):
+                break
+            with self._lock:
+                pending = self._pending
+                waiters = [(r, pending.pop(Target(r.host, r.port, r.via), [])) for r in item]
+            for result, futures in waiters:
+                for fut in futures:
+                    _settle(fut, result)
+        # The engine loop has ended and every result it gave is delivered. Anything still
+        # pending would never be answered; under the lock, no submit() can add more after.
+        with self._lock:
+            self._ended = True
+            self._failure = item
+            orphans = [f for fs in self._pending.values() for f in fs]
+            self._pending.clear()
+        error = item if item is not None else RuntimeError(
+            "the prober's engine loop ended before this check finished")
+        for fut in orphans:
+            _settle(fut, error)
 
     def submit(self, target: TargetLike, via: str | None = None) -> Future[ProbeResult]:
         """Start a check (through real server `via`, if named); the future resolves to its
@@ -80,11 +145,17 @@ class Prober:
                 raise RuntimeError("the prober's engine failed") from self._failure
             if self._closed:
                 raise RuntimeError("the prober is closed")
-            waiters = self._pending.setdefault(tgt, [])
-            waiters.append(fut)
-            first = len(waiters) == 1
-        if first:
-            self._source.put(tgt)
+            if self._ended:
+                raise RuntimeError("the prober's engine loop ended")
+            waiters = self._pending.get(tgt)
+            if waiters is None:
+                # Queued under the lock: were close() to run between registering the waiter
+                # and queueing its target, put() would fail here and a second caller waiting
+                # on the same target would wait forever.
+                self._source.put(tgt)
+                self._pending[tgt] = [fut]
+            else:
+                waiters.append(fut)
         return fut
 
     def probe(self, target: TargetLike, via: str | None = None) -> ProbeResult:
@@ -120,6 +191,10 @@ class Prober:
             self._closed = True
         self._source.close()
         self._thread.join()
+        # Every future is resolved once the dispatcher ends. Not when close() runs in a done
+        # callback, on the dispatcher itself: it ends when that callback returns.
+        if threading.current_thread() is not self._dispatcher:
+            self._dispatcher.join()
         self._source.release()
 
     def __enter__(self) -> Prober:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from synprobe.engines.base import Engine
 from synprobe.model import ProbeResult, Target
@@ -29,7 +29,12 @@ class ThrottledSource:
         self._inner = IterSource(targets)
         self._high = high_water
         self._low = high_water // 2
-        self._lock = threading.Lock()
+        # Guards the counters and the eventfd: the consumer and a finaliser may
+        # wake the engine while the engine thread releases the fd, and a write to a closed
+        # (perhaps reused) descriptor number would land in someone else's file. Reentrant:
+        # the finaliser of an abandoned stream runs stop() from a garbage collection, which may
+        # happen on a thread that holds this lock.
+        self._lock = threading.RLock()
         self._backlog = 0
         self._starved = False
         self._stopped = False
@@ -67,21 +72,32 @@ class ThrottledSource:
         self._wake()
 
     def _wake(self) -> None:
-        fd = self.wakeup_fd
-        if fd is not None:
-            os.eventfd_write(fd, 1)
+        with self._lock:
+            if self.wakeup_fd is not None:
+                os.eventfd_write(self.wakeup_fd, 1)
 
     def release(self) -> None:
-        fd, self.wakeup_fd = self.wakeup_fd, None
+        """Once the engine has ended: close the eventfd."""
+        with self._lock:
+            fd, self.wakeup_fd = self.wakeup_fd, None
         if fd is not None:
             os.close(fd)
+
+
+def close_run(run: Iterator[list[ProbeResult]]) -> None:
+    """Close an engine's run generator now, so its finally closes every socket it holds,
+    rather than whenever the garbage collector gets to it."""
+    close = getattr(run, "close", None)
+    if close is not None:
+        close()
 
 
 class EngineThread:
     """Runs `engine.run(source)` on a daemon thread, handing each batch to `deliver`.
 
     `deliver` gets lists of results, then None when the run ended, or the exception that ended
-    it. It must not block.
+    it. It must not block. When the run ends the thread closes the engine and releases the
+    source itself, so a run whose consumer went away leaks nothing once stopped.
     """
 
     def __init__(self, engine: Engine, source: ThrottledSource, deliver: Deliver) -> None:
@@ -103,11 +119,16 @@ class EngineThread:
         else:
             self._deliver(None)
         finally:
-            self.engine.close()
+            try:
+                self.engine.close()
+            finally:
+                self.source.release()
 
     def stop(self) -> None:
         self.source.stop()
 
-    def join(self) -> None:
-        self._thread.join()
-        self.source.release()
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import threading
 from collections.abc import Callable, Iterator
@@ -10,7 +11,10 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import synprobe
-from synprobe.model import State, Target
+import synprobe.registry as registry
+from synprobe.engines.base import TargetSource
+from synprobe.model import ProbeResult, State, Target
+from synprobe.targets import Prepared
 from synprobe.testing import FakeEngine
 
 Made = Callable[[], list[FakeEngine]]
@@ -144,3 +148,93 @@ def test_via_expands_targets_and_keys_results(fake_engine: Made,
 def test_shaker_refuses_via() -> None:
     with pytest.raises(synprobe.UsageError, match="cannot choose the real server"):
         synprobe.probe_many(["198.18.0.100:80"], via="198.18.0.11")
+
+
+def _engine_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "synprobe-engine"}
+
+
+def test_a_bad_target_in_the_iterable_reaches_the_consumer(fake_engine: Made) -> None:
+    with pytest.raises(synprobe.UsageError, match="bad target 'nope'"):
+        list(synprobe.probe_many(["198.18.0.2:80", "nope"], engine="fake"))
+    assert fake_engine()[0].closed
+
+
+@pytest.mark.parametrize("prepared", [True, False], ids=["prepared", "generator"])
+def test_an_abandoned_stream_ends_its_engine_thread(fake_engine: Made, prepared: bool) -> None:
+    def endless() -> Iterator[Target]:
+        for i in itertools.count():
+            yield Target("198.18.0.2", 1 + i % 65535)
+
+    before = _engine_threads()
+    stream = synprobe.probe_many(Prepared(endless()) if prepared else endless(), engine="fake",
+                                 concurrency=10)
+    next(stream)
+    (engine_thread,) = _engine_threads() - before
+    del stream  # never closed: the engine fills its backlog, then waits for a consumer
+    gc.collect()
+    engine_thread.join(5)
+    assert not engine_thread.is_alive(), "an abandoned stream kept its engine running"
+    assert fake_engine()[0].closed
+
+
+def test_an_abandoned_async_stream_ends_its_engine_thread(fake_engine: Made) -> None:
+    def endless() -> Iterator[Target]:
+        for i in itertools.count():
+            yield Target("198.18.0.2", 1 + i % 65535)
+
+    before = _engine_threads()
+    loop = asyncio.new_event_loop()
+    stream = synprobe.aprobe_many(Prepared(endless()), engine="fake", concurrency=10)
+    loop.run_until_complete(anext(stream))
+    (engine_thread,) = _engine_threads() - before
+    loop.close()  # without shutdown_asyncgens(): no event loop will close the generator
+    del stream
+    gc.collect()
+    engine_thread.join(5)
+    assert not engine_thread.is_alive()
+    assert fake_engine()[0].closed
+
+
+def test_probe_closes_the_engine_run_before_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[str] = []
+    kept: list[Iterator[list[ProbeResult]]] = []
+
+    class Recording(FakeEngine):
+        """Keeps its run generators (as a reference cycle or another Python might): only an
+        explicit close() runs their finally, where an engine closes its sockets."""
+
+        def run(self, source: TargetSource) -> Iterator[list[ProbeResult]]:
+            kept.append(run := self._recorded(source))
+            return run
+
+        def _recorded(self, source: TargetSource) -> Iterator[list[ProbeResult]]:
+            try:
+                yield from FakeEngine.run(self, source)
+            finally:
+                events.append("run closed")
+
+        def close(self) -> None:
+            events.append("engine closed")
+
+    monkeypatch.setitem(registry._registered, "recording",
+                        lambda o: Recording(lambda t: (State.OPEN, "syn-ack"), o))
+    assert synprobe.probe("198.18.0.2:80", engine="recording").state is State.OPEN
+    assert events == ["run closed", "engine closed"]
+
+
+def test_aprobe_many_closes_the_engine_when_via_is_refused(fake_engine: Made) -> None:
+    async def main() -> None:
+        async for _ in synprobe.aprobe_many(["198.18.0.100:80"], engine="fake",
+                                            via="198.18.0.11"):
+            pass
+
+    with pytest.raises(synprobe.UsageError, match="cannot choose the real server"):
+        asyncio.run(main())
+    assert fake_engine()[0].closed
+
+
+def test_probe_many_refuses_a_lone_target_before_making_an_engine(fake_engine: Made) -> None:
+    with pytest.raises(synprobe.UsageError, match="iterable of targets"):
+        synprobe.probe_many("198.18.0.2:80", engine="fake")  # type: ignore[arg-type]
+    assert all(engine.closed for engine in fake_engine())
