@@ -1,5 +1,6 @@
 """`import synprobe` and the shaker engine stay light: scapy is for the raw engine only."""
 
+import os
 import subprocess
 import sys
 
@@ -31,7 +32,12 @@ print("scapy.layers.inet" in sys.modules, "scapy.all" in sys.modules)
 """
 
 
-def test_raw_engine_uses_scapy_layers_never_scapy_all() -> None:
-    out = subprocess.run([sys.executable, "-c", RAW_CHECK], capture_output=True, text=True,
-                         check=True).stdout.splitlines()
-    assert out[-1] == "True False"
+def test_raw_engine_uses_scapy_layers_never_scapy_all(tmp_path) -> None:
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}  # a cold template cache
+    cold = subprocess.run([sys.executable, "-c", RAW_CHECK], capture_output=True, text=True,
+                          check=True, env=env).stdout.splitlines()
+    assert cold[-1] == "True False"  # scapy built the template, from its layers only
+    warm = subprocess.run([sys.executable, "-c", RAW_CHECK], capture_output=True, text=True,
+                          check=True, env=env).stdout.splitlines()
+    assert warm[-1] == "False False"  # the cached template: no scapy at all
+    assert cold[0].startswith("IP 127.0.0.1.") and warm[0].startswith("IP 127.0.0.1.")

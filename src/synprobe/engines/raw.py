@@ -50,13 +50,14 @@ from synprobe.engines.rawio import (
 )
 from synprobe.engines.rawopts import TokenBucket, parse_settings
 from synprobe.engines.rawvia import Lane, ViaPaths, ViaRoute, lane_of, unresolved_reason
+from synprobe.engines.templates import load_template
 from synprobe.errors import EngineUnavailable, UsageError
 from synprobe.model import ProbeResult, State, Target, classify_errno
 from synprobe.pacing import Pacer
 from synprobe.wire.cookie import CookieKey
 from synprobe.wire.describe import describe
 from synprobe.wire.replies import Invalid, Reply, match_reply
-from synprobe.wire.syn import PacketTemplate, rst_template, syn_template
+from synprobe.wire.syn import PacketTemplate
 
 STATS = ("sent", "send_errors", "replies", "invalid", "duplicates", "kernel_drops",
          "self_rsts", "rsts_suppressed", "retries")
@@ -157,11 +158,12 @@ class RawEngine:
         return describe(self._template(found[0], v6, False).build(dst, sport, target.port, seq))
 
     def _template(self, source: bytes, v6: bool, rst: bool) -> PacketTemplate:
-        """Templates are built (with scapy, ~ms) once per source address and kind."""
+        """Templates are built (with scapy, ~ms; then cached on disk, see templates) once per
+        source address and kind."""
         tmpl = self._templates.get((source, rst))
         if tmpl is None:
             text = socket.inet_ntop(socket.AF_INET6 if v6 else socket.AF_INET, source)
-            tmpl = rst_template(text) if rst else syn_template(text)
+            tmpl = load_template(text, rst)
             self._templates[source, rst] = tmpl
         return tmpl
 
