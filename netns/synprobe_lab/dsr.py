@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import select
 import subprocess
 import sys
@@ -84,6 +83,7 @@ from .nsutil import (
     DEFAULT_PREFIX,
     LabError,
     delete_netns,
+    down_all,
     exec_argv,
     ip_batch,
     list_netns,
@@ -94,30 +94,14 @@ from .nsutil import (
 )
 
 T = TypeVar("T")
+C = TypeVar("C", bound=Capture)
 DECAP_SCRIPT = Path(__file__).with_name("decap.py")
 
 
 def dsr_down_all(prefix: str = DEFAULT_PREFIX) -> list[str]:
     """Delete DSR lab namespaces whose creating PID is dead (as `lab_down_all` does for `Lab`);
     return the names removed. A namespace whose creator still runs is left alone."""
-    pattern = re.compile(rf"^{re.escape(prefix)}(dsw|dpr|dr1|dr2)-(\d+)-[0-9a-f]+$")
-    removed = []
-    for name in list_netns():
-        match = pattern.match(name)
-        if match and not _pid_alive(int(match.group(2))):
-            delete_netns(name)
-            removed.append(name)
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return down_all(prefix, "dsw|dpr|dr1|dr2")
 
 
 def kernel_ipip_available(ns: str) -> bool:
@@ -312,29 +296,24 @@ class DsrLab:
                  what: str | None = None) -> T:
         return kstate.wait_for(predicate, timeout, interval, what)
 
-    @contextlib.contextmanager
     def capture(self, ns: str = "prober", ifname: str | None = None,
-                bufsize: int = 16 << 20) -> Iterator[Capture]:
+                bufsize: int = 16 << 20) -> contextlib.AbstractContextManager[Capture]:
         """Capture every frame of `ifname` (default: the prober's dsr0 / a real server's eth0)
         from entry on; the socket is bound before the body runs."""
-        name = self.ns(ns)
-        dev = ifname or (PROBER_IF if name == self.names["prober"] else RS_IF)
-        sock = run_in_netns(name, Capture.open_socket, dev, bufsize)
-        cap = Capture(sock, name, dev)
-        self._captures.append(cap)
-        try:
-            yield cap
-        finally:
-            cap.close()
+        return self._capturing(Capture, ns, ifname, bufsize)
+
+    def frames(self, ns: str = "prober", ifname: str | None = None,
+               bufsize: int = 16 << 20) -> contextlib.AbstractContextManager[FrameCapture]:
+        """Like `capture`, keeping each frame's MACs (`FrameCapture.frames()`)."""
+        return self._capturing(FrameCapture, ns, ifname, bufsize)
 
     @contextlib.contextmanager
-    def frames(self, ns: str = "prober", ifname: str | None = None,
-               bufsize: int = 16 << 20) -> Iterator[FrameCapture]:
-        """Like `capture`, keeping each frame's MACs (`FrameCapture.frames()`)."""
+    def _capturing(self, kind: type[C], ns: str, ifname: str | None,
+                   bufsize: int) -> Iterator[C]:
         name = self.ns(ns)
         dev = ifname or (PROBER_IF if name == self.names["prober"] else RS_IF)
         sock = run_in_netns(name, Capture.open_socket, dev, bufsize)
-        cap = FrameCapture(sock, name, dev)
+        cap = kind(sock, name, dev)
         self._captures.append(cap)
         try:
             yield cap

@@ -163,7 +163,13 @@ def lab_down_all(prefix: str = DEFAULT_PREFIX) -> list[str]:
     Only names of exactly our shape (`<prefix>[cs]-<pid>-<hex>`) are considered, and a namespace
     whose creator is still running is left alone.
     """
-    pattern = re.compile(rf"^{re.escape(prefix)}[cs]-(\d+)-[0-9a-f]+$")
+    return down_all(prefix, "[cs]")
+
+
+def down_all(prefix: str, roles: str) -> list[str]:
+    """Delete namespaces named `<prefix><role>-<pid>-<hex>` (role matching the regular
+    expression `roles`) whose creating PID is dead; return the names removed."""
+    pattern = re.compile(rf"^{re.escape(prefix)}(?:{roles})-(\d+)-[0-9a-f]+$")
     removed = []
     for name in list_netns():
         match = pattern.match(name)
