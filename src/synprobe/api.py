@@ -157,6 +157,11 @@ class ResultStream(Iterator[ProbeResult]):
         """The engine's counters so far (sent, send errors, invalid or dropped replies, ...)."""
         return self._thread.engine.stats()
 
+    def stop(self) -> None:
+        """Start no more checks; those in flight still finish and are yielded, then the
+        stream ends. Safe from any thread (e.g. a timer enforcing a deadline)."""
+        self._thread.stop()
+
     def close(self) -> None:
         """Stop starting checks, let those in flight finish, and wait for the engine to end."""
         if self._finished:

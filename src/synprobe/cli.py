@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -97,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="attempts in flight at once (default 1000)")
     p.add_argument("--rate", type=float, default=DEFAULT_RATE, metavar="PPS",
                    help=f"SYNs per second at most (default {DEFAULT_RATE:,.0f}; 0 = no limit)")
+    p.add_argument("--max-time", type=float, metavar="S",
+                   help="global deadline: start no new checks after S seconds (those in flight "
+                   "finish); targets left unprobed are counted on stderr and exit 1")
     p.add_argument("--seed", type=int, help="seed of the target order (default: random)")
     p.add_argument("--shard", metavar="I/N", help="probe only part I of N (0-based) of the "
                    "targets; N runs with the same --seed cover them exactly once")
@@ -177,6 +181,8 @@ def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: T
                          "if you mean it")
     if args.workers < 0:
         raise UsageError("--workers must be 0 (auto) or more")
+    if args.max_time is not None and not args.max_time > 0:
+        raise UsageError("--max-time must be a positive number of seconds")
     shard = parse_shard(args.shard) if args.shard else (0, 1)
     total = planned // shard[1]
     options = dict(timeout=args.timeout, retries=args.retries, concurrency=args.concurrency,
@@ -258,6 +264,11 @@ def _report(args: argparse.Namespace, results: ResultStream, total: int, has_ipv
     tally = Tally(total)
     progress = not args.quiet and not is_worker and stderr.isatty()
     next_progress = time.monotonic() + 1.0
+    deadline = None
+    if args.max_time is not None:
+        deadline = threading.Timer(args.max_time, results.stop)
+        deadline.daemon = True
+        deadline.start()
     with results:
         for result in results:
             writer.write(result)
@@ -267,6 +278,8 @@ def _report(args: argparse.Namespace, results: ResultStream, total: int, has_ipv
                 stderr.flush()
                 next_progress = time.monotonic() + 0.5
         stats = results.stats()
+    if deadline is not None:
+        deadline.cancel()
     writer.finish()
     codes = [EXIT_ALL_OPEN if tally.all_open() else EXIT_NOT_ALL_OPEN]
     if workers is not None:
@@ -276,6 +289,8 @@ def _report(args: argparse.Namespace, results: ResultStream, total: int, has_ipv
             tally.merge(summary)
             merge_stats(stats, summary["stats"])  # type: ignore[arg-type]
     summary = tally.summary(args.engine, stats)
+    # Only a deadline leaves checks unstarted; the parent's tally includes its workers'.
+    unprobed = max(0, total - tally.done) if args.max_time and not is_worker else 0
     if is_worker:
         with os.fdopen(args.worker_fd, "w") as pipe:
             json.dump(summary, pipe)
@@ -285,12 +300,15 @@ def _report(args: argparse.Namespace, results: ResultStream, total: int, has_ipv
             stderr.write("\r\033[K")
         stderr.write((json.dumps({"summary": summary}) if args.json else format_summary(summary))
                      + "\n")
+    if unprobed:
+        stderr.write(f"synprobe: --max-time reached: {unprobed:,} of {total:,} checks were not "
+                     "started\n")
     if lost_replies(stats):
         stderr.write(f"synprobe: warning: {lost_replies(stats):,} probes or replies were lost "
                      "locally (failed sends, kernel drops); results for them may read filtered\n")
     if any(c not in (EXIT_ALL_OPEN, EXIT_NOT_ALL_OPEN) for c in codes):
         return max(codes)  # a worker failed: its own error line is already on stderr
-    return EXIT_ALL_OPEN if tally.all_open() else EXIT_NOT_ALL_OPEN
+    return EXIT_ALL_OPEN if tally.all_open() and not unprobed else EXIT_NOT_ALL_OPEN
 
 
 def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,

@@ -179,3 +179,31 @@ def test_an_engine_bug_exits_3_not_1(monkeypatch: pytest.MonkeyPatch) -> None:
     code, _, err = run_cli("--engine", "broken", "198.18.0.2:80")
     assert code == 3
     assert "internal error" in err and "engine bug" in err
+
+
+def test_max_time_stops_starting_checks_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading as th
+
+    import synprobe.registry as registry
+    from synprobe.model import State, Target
+    from synprobe.testing import FakeEngine
+
+    gate = th.Event()
+
+    def slow(target: Target) -> tuple[State, str]:
+        gate.wait(0.05)  # each answer takes a while; the deadline comes first
+        return State.OPEN, "syn-ack"
+
+    monkeypatch.setitem(registry._registered, "slow",
+                        lambda options: FakeEngine(slow, options))
+    code, out, err = run_cli("--engine", "slow", "--json", "--concurrency", "1", "--max-time",
+                             "0.2", "-p", "80", "198.19.0.0/24")
+    done = len(out.splitlines())
+    assert code == 1
+    assert 0 < done < 256
+    assert f"{256 - done:,} of 256 checks were not started" in err
+
+
+def test_max_time_must_be_positive(fake_engine: object) -> None:
+    code, _, err = run_cli("--engine", "fake", "--max-time", "0", "198.18.0.2:80")
+    assert code == 2 and "--max-time" in err
