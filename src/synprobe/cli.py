@@ -37,7 +37,7 @@ from synprobe.targets import (
     with_vias,
 )
 from synprobe.wire.cookie import DEFAULT_PORT_HI, DEFAULT_PORT_LO
-from synprobe.workers import RAW_WORKER_MIN, Workers, auto_workers
+from synprobe.workers import Workers, auto_workers
 
 EXIT_ALL_OPEN = 0
 EXIT_NOT_ALL_OPEN = 1
@@ -212,7 +212,7 @@ def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: T
                          "with -iL - (stdin) or host names (resolved per process); give "
                          "addresses or a file")
     if count > 1 and args.worker_fd is None and rereadable:
-        port_ranges = _split_ports(args) if args.engine == "raw" else None
+        port_ranges = _split_ports(args, count) if args.engine == "raw" else None
         workers = Workers(argv, count, seed, shard, options["rate"], args.concurrency,
                           port_ranges)
         seed, shard = workers.seed, workers.own_shard
@@ -232,7 +232,7 @@ def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: T
             workers.terminate()  # only if we are leaving early; a no-op otherwise
 
 
-def _split_ports(args: argparse.Namespace) -> list[str]:
+def _split_ports(args: argparse.Namespace, count: int) -> list[str]:
     """Raw workers each get a slice of the source-port range: every worker's packet socket
     sees every reply, and its BPF filter drops those for the other workers' ports."""
     lo, hi = DEFAULT_PORT_LO, DEFAULT_PORT_HI
@@ -241,7 +241,6 @@ def _split_ports(args: argparse.Namespace) -> list[str]:
             lo, hi = (int(x) for x in args.sport_range.split("-"))
         except ValueError:
             raise UsageError(f"bad --sport-range {args.sport_range!r}: expected LO-HI") from None
-    count = args.workers or auto_workers(args.engine, RAW_WORKER_MIN)
     step = (hi - lo + 1) // count
     if step < 1:
         raise UsageError(f"--sport-range {lo}-{hi} is too small for {count} workers")

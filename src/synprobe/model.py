@@ -31,10 +31,6 @@ class Target(NamedTuple):
     port: int
     via: str | None = None
 
-    @property
-    def family_is_v6(self) -> bool:
-        return ":" in self.host
-
     def __str__(self) -> str:
         addr = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
         return addr if self.via is None else f"{addr} via {self.via}"

@@ -17,7 +17,6 @@ import sys
 from collections.abc import Sequence
 
 AUTO_MIN_TARGETS = 20_000  # below this a second process costs more (its start-up) than it saves
-RAW_WORKER_MIN = AUTO_MIN_TARGETS
 
 
 def auto_workers(engine: str, targets: int) -> int:

@@ -159,11 +159,11 @@ def test_raw_workers_split_the_source_ports() -> None:
 
     args = build_parser().parse_args(["--engine", "raw", "--workers", "3", "--sport-range",
                                       "61000-61008", "198.18.0.2:80"])
-    assert _split_ports(args) == ["61000-61002", "61003-61005", "61006-61008"]
+    assert _split_ports(args, 3) == ["61000-61002", "61003-61005", "61006-61008"]
     args = build_parser().parse_args(["--engine", "raw", "--workers", "4", "--sport-range",
                                       "61000-61002", "198.18.0.2:80"])
     with pytest.raises(UsageError, match="too small for 4 workers"):
-        _split_ports(args)
+        _split_ports(args, 4)
 
 
 def test_an_engine_bug_exits_3_not_1(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -248,3 +248,9 @@ def test_concurrency_beyond_the_hard_file_limit_is_a_clear_error() -> None:
     with pytest.raises(UsageError, match="open files but the hard limit is"):
         ShakerEngine(ProbeOptions(concurrency=hard))
     ShakerEngine(ProbeOptions(concurrency=min(soft, hard - 64)))  # fits: no error
+
+
+def test_source_of_the_other_family_is_eafnosupport() -> None:
+    engine = ShakerEngine(ProbeOptions(source="127.0.0.1"))
+    [result] = run_all(engine, [Target("::1", 9)])
+    assert (result.state, result.reason) == (State.ERROR, "EAFNOSUPPORT")

@@ -71,7 +71,7 @@ def local_port_range(path: str = PORT_RANGE_FILE) -> tuple[int, int] | None:
 class MmsgSender:
     """One IPPROTO_RAW socket and a preallocated sendmmsg(2) batch.
 
-    It measured a little faster than one sendto(2) per packet (`SendtoSender`); the figures
+    It measured a little faster than one sendto(2) per packet; the figures
     are in raw.py's docstring. Everything sendmmsg reads (the mmsghdr array, iovecs,
     sockaddrs and packet slots) lives in one bytearray whose pointers are written once; per
     packet only the packet bytes, the destination address and iov_len are copied in.
@@ -144,29 +144,6 @@ class MmsgSender:
             if err != errno.EINTR:
                 failures.append((i, err))
                 i += 1
-        return failures
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-class SendtoSender:
-    """The plain alternative, one sendto(2) per packet (kept to measure against, and where
-    sendmmsg cannot be used)."""
-
-    def __init__(self, sock: socket.socket, v6: bool) -> None:
-        self.sock = sock
-        self.v6 = v6
-        self._family = socket.AF_INET6 if v6 else socket.AF_INET
-
-    def send(self, batch: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, int]]:
-        failures = []
-        sendto, ntop, family = self.sock.sendto, socket.inet_ntop, self._family
-        for i, (packet, dst) in enumerate(batch):
-            try:
-                sendto(packet, (ntop(family, dst), 0))
-            except OSError as exc:
-                failures.append((i, exc.errno or errno.EIO))
         return failures
 
     def close(self) -> None:

@@ -273,7 +273,7 @@ class ShakerEngine:
                     if inflight.get(fd) is not att:
                         continue
                     del inflight[fd]
-                    att.sock.close()  # still in SYN_SENT: nothing goes on the wire
+                    att.sock.close()  # still in SYN_SENT: no RST (nothing was answered)
                     if att.attempt <= opts.retries:
                         counters["retries"] += 1
                         retry.append((att.target, att.attempt + 1))
@@ -301,7 +301,10 @@ class ShakerEngine:
             sock = self._open(target)
         except OSError as exc:
             self._counters["send_errors"] += 1
-            done.append(self._local_failure(target, attempt, exc.errno or 0))
+            # bind() to a --source of the other family fails in getaddrinfo (a gaierror with
+            # a negative EAI_ code): say what it is, as the raw engine does.
+            code = errno.EAFNOSUPPORT if isinstance(exc, socket.gaierror) else exc.errno or 0
+            done.append(self._local_failure(target, attempt, code))
             return
         err = sock.connect_ex((target.host, target.port))
         self._counters["sent"] += 1
