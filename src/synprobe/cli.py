@@ -219,15 +219,14 @@ def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: T
         options.update(rate=workers.rate, concurrency=workers.concurrency)
         if port_ranges:
             options["sport_range"] = port_ranges[0]
-    # The engine is made (and may fail: privileges, options) before anything is written.
-    results = probe_many(Prepared(space.iter(seed, shard[0], shard[1])), engine=args.engine,
-                         via=vias, **options)
     try:
         if workers is not None:
-            workers.start()
-        return _report(args, results, total, space.has_ipv6, workers, stdout, stderr)
+            workers.start(main)  # before this process starts its engine thread: see start()
+        results = probe_many(Prepared(space.iter(seed, shard[0], shard[1])),
+                             engine=args.engine, via=vias, **options)
+        with results:
+            return _report(args, results, total, space.has_ipv6, workers, stdout, stderr)
     finally:
-        results.close()
         if workers is not None:
             workers.terminate()  # only if we are leaving early; a no-op otherwise
 
