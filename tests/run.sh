@@ -4,21 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "tests/run.sh: run as root (the netns integration tests need it)" >&2
-  exit 2
-fi
-
-need=()
-command -v ip >/dev/null || need+=(iproute2)
-command -v nft >/dev/null || need+=(nftables)
-command -v tcpdump >/dev/null || need+=(tcpdump)
-command -v capsh >/dev/null || need+=(libcap2-bin)
-command -v ss >/dev/null || need+=(iproute2)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. netns/setup.sh
+require_root tests/run.sh "the netns integration tests need it"
+need_commands ip:iproute2 ss:iproute2 nft:nftables tcpdump:tcpdump capsh:libcap2-bin
 
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
 
