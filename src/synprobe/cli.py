@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 from synprobe.api import ResultStream, check_via_support, make_options, probe_many
+from synprobe.cli_args import Parser, version_line
 from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
 from synprobe.output import (
     CsvWriter,
@@ -62,20 +63,23 @@ engines:
   raw     crafted SYNs on raw sockets, stateless cookie matching; needs CAP_NET_RAW.
 
 exit status:
-  0  every target is open      1  at least one target is not open
+  0  every target is open      1  at least one target is not open (or left unprobed by --max-time)
   2  usage error (bad target, port, option)     3  runtime or permission error
+  130  interrupted
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser(stdout: TextIO | None = None) -> argparse.ArgumentParser:
+    p = Parser(
         prog="synprobe",
-        description="Half-open TCP health checks: SYN -> SYN-ACK -> RST. A port is open when it "
-        "answers the SYN; the handshake is never completed, so servers never accept() and no "
+        stdout=stdout,
+        description="Half-open TCP health checks: SYN -> SYN-ACK -> RST. A port is open when it\n"
+        "answers the SYN; the handshake is never completed, so servers never accept() and no\n"
         "TIME_WAIT is left behind.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=version_line())
     p.add_argument("targets", nargs="*", metavar="TARGET",
                    help="address, HOST:PORT, [V6]:PORT, CIDR, range A-B, or hostname")
     p.add_argument("--engine", default="shaker", choices=engines(),
@@ -121,11 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mark", type=int, metavar="N", help="SO_MARK for the probe sockets "
                    "(policy routing; needs CAP_NET_ADMIN)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="processes to spread the run over (default: one per core, up to 4, for "
-                   "shaker runs of 20,000+ targets; else 1)")
+                   help="processes to spread the run over, each probing a disjoint shard (raw "
+                   "workers also split --sport-range); default: one per core, at most 4, for "
+                   "runs of 20,000+ targets with either engine, else 1")
     p.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # set for worker processes
     p.add_argument("--dry-run", action="store_true",
-                   help="print what would be sent, send nothing")
+                   help="print what would be sent, send nothing (tcpdump-style lines; with "
+                   "--json one JSON object per check)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object per line")
     fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
@@ -193,7 +199,7 @@ def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: T
         check_via_support(engine, vias)
         if args.dry_run:
             for target in with_vias(space.iter(args.seed, shard[0], shard[1]), vias):
-                stdout.write(engine.describe(target) + "\n")
+                stdout.write(engine.describe(target, as_json=args.json) + "\n")
             return EXIT_ALL_OPEN
         # What would fail the run (privileges, unusable real servers) fails now, before any
         # output or worker.
@@ -313,13 +319,13 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    parser = build_parser()
+    parser = build_parser(stdout)
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse's own usage errors and --help
-        return int(exc.code or 0) and EXIT_USAGE
-    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help and --version (usage errors raise ArgumentError)
+            return int(exc.code or 0) and EXIT_USAGE
         if not args.targets and not args.input_list:
             raise UsageError("no targets given (see --help for examples)")
         return run(args, argv, stdout, stderr)
