@@ -207,11 +207,12 @@ def format_summary(summary: dict[str, object]) -> str:
 
 
 def format_duration(seconds: float) -> str:
-    """Three significant figures: 0.848 ms, 12.3 ms, 0.848 s, 12.3 s (then whole seconds)."""
+    """Three significant figures: 0.848 ms, 12.0 ms, 0.100 s, 1.00 s, 12.3 s (then whole
+    seconds)."""
     if seconds < 0.1:
-        return f"{seconds * 1e3:.3g} ms"
-    if seconds < 100:
-        return f"{seconds:.3g} s"
+        return f"{seconds * 1e3:#.3g}".rstrip(".") + " ms"
+    if seconds < 99.95:
+        return f"{seconds:#.3g}".rstrip(".") + " s"
     return f"{seconds:,.0f} s"
 
 

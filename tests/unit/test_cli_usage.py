@@ -94,8 +94,9 @@ def test_summary_wording(record: dict[str, object], line: str) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0.0000123, "0.0123 ms"), (0.0123, "12.3 ms"), (0.1, "0.1 s"), (99.94, "99.9 s"),
-     (754.4, "754 s"), (3600.2, "3,600 s")],
+    [(0.0000123, "0.0123 ms"), (0.012, "12.0 ms"), (0.09996, "100 ms"), (0.1, "0.100 s"),
+     (1.0036, "1.00 s"), (99.94, "99.9 s"), (99.96, "100 s"), (754.4, "754 s"),
+     (3600.2, "3,600 s")],
 )
 def test_durations_keep_three_significant_figures(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
