@@ -63,8 +63,10 @@ engines:
   raw     crafted SYNs on raw sockets, stateless cookie matching; needs CAP_NET_RAW.
 
 exit status:
-  0  every target is open      1  at least one target is not open (or left unprobed by --max-time)
-  2  usage error (bad target, port, option)     3  runtime or permission error
+  0    every target is open
+  1    at least one target is not open, or left unprobed by --max-time
+  2    usage error (bad target, port, option)
+  3    runtime or permission error
   130  interrupted
 """
 
@@ -322,10 +324,13 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
     parser = build_parser(stdout)
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        try:
-            args = parser.parse_args(argv)
-        except SystemExit as exc:  # --help and --version (usage errors raise ArgumentError)
-            return int(exc.code or 0) and EXIT_USAGE
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help and --version (usage errors raise ArgumentError)
+        return int(exc.code or 0) and EXIT_USAGE
+    except UsageError as exc:  # one line naming the token, and a pointer to --help
+        stderr.write(f"synprobe: error: {exc}\n")
+        return EXIT_USAGE
+    try:
         if not args.targets and not args.input_list:
             raise UsageError("no targets given (see --help for examples)")
         return run(args, argv, stdout, stderr)
