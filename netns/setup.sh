@@ -38,7 +38,8 @@ use_venv() {
     echo "synprobe needs Python 3.11 or later; python3 is $(python3 -V 2>&1)" >&2
     exit 2
   fi
-  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c pass 2>/dev/null; then
+  # Made again when missing or broken (its python gone, or pip missing after an interrupted run).
+  if ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
     # Debian splits ensurepip (which venv needs to put pip in) into python3-venv.
     python3 -c 'import ensurepip, venv' 2>/dev/null || _apt_install python3-venv
     echo "creating the virtual environment $venv (python3 is $(command -v python3))" >&2
