@@ -64,7 +64,12 @@ def test_a_plain_install_brings_the_raw_engine() -> None:
     assert "raw" in project["optional-dependencies"]  # `synprobe[raw]` still installs
 
 
-def test_readme_states_the_worker_cap_the_code_has() -> None:
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_pages_state_the_worker_cap_the_code_has(page: Path) -> None:
+    text = " ".join(page.read_text().split())
+    assert text.count("per core") == text.count("per core, at most 4")
+
+
+def test_readme_states_when_workers_start() -> None:
     text = " ".join(README.read_text().split())
-    assert "one per core, at most 4" in text and "20,000" in text
-    assert "one process per core" not in text
+    assert "from 20,000 checks, one per core, at most 4" in text
