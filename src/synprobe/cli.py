@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import json
 import os
 import socket
@@ -10,12 +12,13 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 from synprobe.api import ResultStream, check_via_support, make_options, probe_many
 from synprobe.cli_args import Parser, version_line
 from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
+from synprobe.model import Target
 from synprobe.output import (
     CsvWriter,
     JsonWriter,
@@ -200,8 +203,9 @@ def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: T
     try:
         check_via_support(engine, vias)
         if args.dry_run:
+            describe = _dry_run_describer(engine, args.engine, args.json)
             for target in with_vias(space.iter(args.seed, shard[0], shard[1]), vias):
-                stdout.write(engine.describe(target, as_json=args.json) + "\n")
+                stdout.write(describe(target) + "\n")
             return EXIT_ALL_OPEN
         # What would fail the run (privileges, unusable real servers) fails now, before any
         # output or worker.
@@ -237,6 +241,18 @@ def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: T
     finally:
         if workers is not None:
             workers.terminate()  # only if we are leaving early; a no-op otherwise
+
+
+def _dry_run_describer(engine: object, name: str, as_json: bool) -> Callable[[Target], str]:
+    """The engine's describe(), in JSON with --json. An engine written before JSON dry runs
+    (a plug-in without `as_json`) still has its text form."""
+    describe = engine.describe  # type: ignore[attr-defined]
+    if not as_json:
+        return describe  # type: ignore[no-any-return]
+    if "as_json" not in inspect.signature(describe).parameters:
+        raise UsageError(f"--dry-run --json: the {name} engine describes its packets only as "
+                         "text; drop --json")
+    return functools.partial(describe, as_json=True)
 
 
 def _split_ports(args: argparse.Namespace, count: int) -> list[str]:

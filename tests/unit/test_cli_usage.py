@@ -172,3 +172,22 @@ def test_shaker_dry_run_json_has_no_packet() -> None:
     assert row == {"engine": "shaker", "host": "127.0.0.2", "port": 80, "via": None,
                    "source": "127.0.0.1", "timeout_s": 0.5, "attempts": 2, "packet": None,
                    "path": None, "error": None}
+
+
+def test_dry_run_of_an_engine_without_json_descriptions(monkeypatch: pytest.MonkeyPatch) -> None:
+    import synprobe.registry as registry
+    from synprobe.model import State, Target
+    from synprobe.testing import FakeEngine
+
+    class TextOnly(FakeEngine):
+        def describe(self, target: Target) -> str:  # type: ignore[override]
+            return f"text {target}"
+
+    monkeypatch.setitem(registry._registered, "textonly",
+                        lambda options: TextOnly(lambda t: (State.OPEN, "syn-ack"), options))
+    code, out, _ = run_cli("--engine", "textonly", "--dry-run", "198.18.0.2:80")
+    assert (code, out) == (0, "text 198.18.0.2:80\n")
+    code, out, err = run_cli("--engine", "textonly", "--dry-run", "--json", "198.18.0.2:80")
+    assert (code, out) == (2, "")
+    assert err == ("synprobe: error: --dry-run --json: the textonly engine describes its packets "
+                   "only as text; drop --json\n")
