@@ -27,10 +27,14 @@ def externally_managed() -> bool:
     return Path(found.stdout.strip(), "EXTERNALLY-MANAGED").exists()
 
 
-def test_run_sh_makes_its_own_venv_from_the_system_python(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("scripts") / "venv"
+
+
+def test_run_sh_makes_its_own_venv_from_the_system_python(venv: Path, tmp_path: Path) -> None:
     require_root()
     assert SYSTEM_PYTHON.exists() and externally_managed(), "the case this test is about"
-    venv = tmp_path / "venv"
     done = subprocess.run(
         ["bash", "tests/run.sh", "-q", "-p", "no:cacheprovider", "tests/unit/test_model.py"],
         cwd=REPO, env={**BARE_ENV, "SYNPROBE_VENV": str(venv)}, capture_output=True, text=True,
@@ -57,6 +61,20 @@ def test_run_sh_makes_its_own_venv_from_the_system_python(tmp_path: Path) -> Non
     lab = subprocess.run([str(venv / "bin/python"), "-m", "synprobe_lab", "--help"],
                          cwd=REPO, env=BARE_ENV, capture_output=True, text=True)
     assert lab.returncode == 0 and "usage: python -m synprobe_lab" in lab.stdout
+
+
+def test_demo_sh_reuses_the_venv_and_shows_the_evidence(venv: Path) -> None:
+    require_root()
+    if not (venv / "bin/python").exists():
+        pytest.fail("needs the venv the previous test made (run the module, not this test alone)")
+    done = subprocess.run(["bash", "netns/demo.sh"], cwd=REPO,
+                          env={**BARE_ENV, "SYNPROBE_VENV": str(venv)}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.stderr.splitlines()[0] == f"using {venv}/bin/python"  # no second install
+    evidence = "server accept() returned: 0 times   client TIME_WAIT: 0   server SYN_RECV: 0"
+    assert done.stdout.count(evidence) == 2  # one sweep per engine
+    assert done.stdout.rstrip().endswith("lab torn down.")
 
 
 @pytest.mark.parametrize(("script", "why"), [
