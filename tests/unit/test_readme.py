@@ -73,3 +73,16 @@ def test_pages_state_the_worker_cap_the_code_has(page: Path) -> None:
 def test_readme_states_when_workers_start() -> None:
     text = " ".join(README.read_text().split())
     assert "from 20,000 checks, one per core, at most 4" in text
+
+
+def test_readme_synopsis_names_every_option_of_the_cli() -> None:
+    from synprobe.cli import build_parser
+
+    synopsis = next(b.code for b in blocks(README) if b.code.startswith("synprobe [--engine"))
+    shown = set(re.findall(r"(?<![\w-])(-{1,2}[a-zA-Z][\w-]*)", synopsis))
+    for action in build_parser()._actions:
+        if action.help == "==SUPPRESS==" or not action.option_strings:
+            continue
+        assert shown & set(action.option_strings), (
+            f"README's synopsis lacks {'/'.join(action.option_strings)} (add it beside the "
+            "others in the '## Command line' block)")
