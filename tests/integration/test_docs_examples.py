@@ -11,7 +11,9 @@ interpreter) change only the lab's namespaces and a temporary directory.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,18 +64,23 @@ def require_root() -> None:
 
 
 @pytest.fixture(scope="module")
-def user_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A home directory in which the README's install block has run, as written."""
+def user_home() -> Iterator[Path]:
+    """A home directory in which the README's install block has run, as written. World-readable
+    (unlike pytest's temporary directories), so an unprivileged user can run what is in it."""
     require_root()
     [install] = [b for b in blocks(REPO / "README.md") if b.mark == "install"]
-    home = tmp_path_factory.mktemp("home")
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", install.code], cwd=REPO,
-                          env={"HOME": str(home), "PATH": SYSTEM_PATH}, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, f"{install}:\n{done.stdout}\n{done.stderr}"
-    # The block ends with --version: the installed console script runs.
-    assert done.stdout.splitlines()[-1].startswith("synprobe 0."), done.stdout
-    yield home
+    home = Path(tempfile.mkdtemp(prefix="synprobe-docs-home-"))
+    home.chmod(0o755)
+    try:
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", install.code], cwd=REPO,
+                              env={"HOME": str(home), "PATH": SYSTEM_PATH}, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, f"{install}:\n{done.stdout}\n{done.stderr}"
+        # The block ends with --version: the installed console script runs.
+        assert done.stdout.splitlines()[-1].startswith("synprobe 0."), done.stdout
+        yield home
+    finally:
+        shutil.rmtree(home)
 
 
 def user_env(home: Path, log: Path) -> list[str]:
@@ -137,3 +144,28 @@ def test_every_page_is_covered() -> None:
     pages = {str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")} | {"README.md"}
     mine = {"README.md", "docs/engines.md", "docs/architecture.md", "docs/dsr.md"}
     assert mine <= pages and set(PAGES) == mine
+
+
+def test_the_capability_recipe_works_for_an_unprivileged_user(user_home: Path,
+                                                              tmp_path: Path) -> None:
+    [recipe] = [b for b in blocks(REPO / "docs/engines.md") if "setcap" in b.code]
+    netraw = user_home / "synprobe-venv/bin/python3-netraw"
+    with Lab() as lab:
+        run_block(lab, "client", recipe, user_home, tmp_path)
+        caps = subprocess.run(["getcap", str(netraw)], capture_output=True, text=True,
+                              check=True).stdout
+        assert "cap_net_raw=ep" in caps
+        # As nobody, with no capability of its own and a home it cannot write to.
+        done = lab.exec("client", ["env", "-i", "HOME=/nonexistent", f"PATH={SYSTEM_PATH}",
+                                   "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                   str(netraw), "-m", "synprobe", "--engine", "raw", "--json",
+                                   "-q", "198.18.0.2:80"], check=False)
+        assert done.returncode == 0, done.stderr
+        assert '"state": "open"' in done.stdout.replace('":"', '": "')
+        # Without the copy, the same user's raw engine is refused: the recipe is what made it.
+        python = str(user_home / "synprobe-venv/bin/python3")
+        done = lab.exec("client", ["env", "-i", "HOME=/nonexistent", f"PATH={SYSTEM_PATH}",
+                                   "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                   python, "-m", "synprobe", "--engine", "raw", "198.18.0.2:80"],
+                        check=False)
+        assert done.returncode == 3 and "CAP_NET_RAW" in done.stderr
