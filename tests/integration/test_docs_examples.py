@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,3 +170,17 @@ def test_the_capability_recipe_works_for_an_unprivileged_user(user_home: Path,
                                    python, "-m", "synprobe", "--engine", "raw", "198.18.0.2:80"],
                         check=False)
         assert done.returncode == 3 and "CAP_NET_RAW" in done.stderr
+
+
+def test_the_lab_readme_example_runs(tmp_path: Path) -> None:
+    """netns/README.md's example builds a lab of its own (as root, on the host), with the
+    interpreter the lab is used with, from the repository root."""
+    require_root()
+    [example] = [b for b in blocks(REPO / "netns/README.md") if b.lang == "python"]
+    script = tmp_path / "lab_example.py"
+    script.write_text(example.code)
+    done = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True,
+                          text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "netns")})
+    assert done.returncode == 0, done.stderr
+    assert "('out', 'S'), ('in', 'SA')" in done.stdout
