@@ -57,7 +57,7 @@ def test_run_sh_makes_its_own_venv_from_the_system_python(venv: Path, tmp_path: 
          "print([r for r in m.requires('synprobe') if r.startswith('scapy')])"],
         cwd=tmp_path, env=BARE_ENV, capture_output=True, text=True, check=True,
     )
-    assert check.stdout.strip() == "['scapy>=2.5']"  # no `extra == ...` marker
+    assert "'scapy>=2.5'" in check.stdout  # also without an `extra == ...` marker
     lab = subprocess.run([str(venv / "bin/python"), "-m", "synprobe_lab", "--help"],
                          cwd=REPO, env=BARE_ENV, capture_output=True, text=True)
     assert lab.returncode == 0 and "usage: python -m synprobe_lab" in lab.stdout
