@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 from synprobe.api import ResultStream, check_via_support, make_options, probe_many
-from synprobe.cli_args import Parser, version_line
+from synprobe.cli_args import Parser, VersionAction
 from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
 from synprobe.model import Target
 from synprobe.output import (
@@ -84,7 +84,7 @@ def build_parser(stdout: TextIO | None = None) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--version", action="version", version=version_line())
+    p.add_argument("--version", action=VersionAction)
     p.add_argument("targets", nargs="*", metavar="TARGET",
                    help="address, HOST:PORT, [V6]:PORT, CIDR, range A-B, or hostname")
     p.add_argument("--engine", default="shaker", choices=engines(),

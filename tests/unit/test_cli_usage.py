@@ -191,3 +191,14 @@ def test_dry_run_of_an_engine_without_json_descriptions(monkeypatch: pytest.Monk
     assert (code, out) == (2, "")
     assert err == ("synprobe: error: --dry-run --json: the textonly engine describes its packets "
                    "only as text; drop --json\n")
+
+
+def test_the_version_costs_nothing_until_asked_for() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, synprobe.cli; print(sorted({'importlib.metadata', 'platform'} & " \
+           "set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
