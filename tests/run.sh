@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# Install everything the tests need on a fresh Debian machine, then run them all (as root:
-# the integration tests build network namespaces). Usage: bash tests/run.sh [pytest args...]
+# Run every test (ruff, then pytest: unit and netns integration) on a Debian machine, as root (the
+# integration tests build network namespaces). Installs what is missing first: Debian packages
+# with apt, and synprobe with its test extras into the virtual environment .venv/ in the
+# repository (never into the system Python). Usage: bash tests/run.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . netns/setup.sh
 require_root tests/run.sh "the netns integration tests need it"
 need_commands ip:iproute2 ss:iproute2 nft:nftables tcpdump:tcpdump capsh:libcap2-bin
+use_venv test
 
-python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
-
-python3 -m ruff check src tests netns bench
+"$PY" -m ruff check src tests netns bench
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass.
 set +e
-python3 -m pytest "$@"
+"$PY" -m pytest "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

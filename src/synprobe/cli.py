@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import json
 import os
 import socket
@@ -10,11 +12,13 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 from synprobe.api import ResultStream, check_via_support, make_options, probe_many
+from synprobe.cli_args import Parser, VersionAction
 from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
+from synprobe.model import Target
 from synprobe.output import (
     CsvWriter,
     JsonWriter,
@@ -62,20 +66,25 @@ engines:
   raw     crafted SYNs on raw sockets, stateless cookie matching; needs CAP_NET_RAW.
 
 exit status:
-  0  every target is open      1  at least one target is not open
-  2  usage error (bad target, port, option)     3  runtime or permission error
+  0    every target is open
+  1    at least one target is not open, or left unprobed by --max-time
+  2    usage error (bad target, port, option)
+  3    runtime or permission error
+  130  interrupted
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser(stdout: TextIO | None = None) -> argparse.ArgumentParser:
+    p = Parser(
         prog="synprobe",
-        description="Half-open TCP health checks: SYN -> SYN-ACK -> RST. A port is open when it "
-        "answers the SYN; the handshake is never completed, so servers never accept() and no "
+        stdout=stdout,
+        description="Half-open TCP health checks: SYN -> SYN-ACK -> RST. A port is open when it\n"
+        "answers the SYN; the handshake is never completed, so servers never accept() and no\n"
         "TIME_WAIT is left behind.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action=VersionAction)
     p.add_argument("targets", nargs="*", metavar="TARGET",
                    help="address, HOST:PORT, [V6]:PORT, CIDR, range A-B, or hostname")
     p.add_argument("--engine", default="shaker", choices=engines(),
@@ -121,11 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mark", type=int, metavar="N", help="SO_MARK for the probe sockets "
                    "(policy routing; needs CAP_NET_ADMIN)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="processes to spread the run over (default: one per core, up to 4, for "
-                   "shaker runs of 20,000+ targets; else 1)")
+                   help="processes to spread the run over, each probing a disjoint shard (raw "
+                   "workers also split --sport-range); default: one per core, at most 4, for "
+                   "runs of 20,000+ targets with either engine, else 1")
     p.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # set for worker processes
     p.add_argument("--dry-run", action="store_true",
-                   help="print what would be sent, send nothing")
+                   help="print what would be sent, send nothing (tcpdump-style lines; with "
+                   "--json one JSON object per check)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object per line")
     fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
@@ -192,8 +203,9 @@ def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: T
     try:
         check_via_support(engine, vias)
         if args.dry_run:
+            describe = _dry_run_describer(engine, args.engine, args.json)
             for target in with_vias(space.iter(args.seed, shard[0], shard[1]), vias):
-                stdout.write(engine.describe(target) + "\n")
+                stdout.write(describe(target) + "\n")
             return EXIT_ALL_OPEN
         # What would fail the run (privileges, unusable real servers) fails now, before any
         # output or worker.
@@ -229,6 +241,18 @@ def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: T
     finally:
         if workers is not None:
             workers.terminate()  # only if we are leaving early; a no-op otherwise
+
+
+def _dry_run_describer(engine: object, name: str, as_json: bool) -> Callable[[Target], str]:
+    """The engine's describe(), in JSON with --json. An engine written before JSON dry runs
+    (a plug-in without `as_json`) still has its text form."""
+    describe = engine.describe  # type: ignore[attr-defined]
+    if not as_json:
+        return describe  # type: ignore[no-any-return]
+    if "as_json" not in inspect.signature(describe).parameters:
+        raise UsageError(f"--dry-run --json: the {name} engine describes its packets only as "
+                         "text; drop --json")
+    return functools.partial(describe, as_json=True)
 
 
 def _split_ports(args: argparse.Namespace, count: int) -> list[str]:
@@ -313,12 +337,15 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    parser = build_parser()
+    parser = build_parser(stdout)
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse's own usage errors and --help
+    except SystemExit as exc:  # --help and --version (usage errors raise ArgumentError)
         return int(exc.code or 0) and EXIT_USAGE
+    except UsageError as exc:  # one line naming the token, and a pointer to --help
+        stderr.write(f"synprobe: error: {exc}\n")
+        return EXIT_USAGE
     try:
         if not args.targets and not args.input_list:
             raise UsageError("no targets given (see --help for examples)")

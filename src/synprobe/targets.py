@@ -147,9 +147,19 @@ def build_space(
     left = size(everyone)
     excluded = left - size(subtract(everyone, blocked))
     if excluded == left:
-        raise UsageError(f"no targets left: all {excluded:,} addresses are excluded")
+        raise UsageError(_all_excluded(everyone, default_excludes))
     blocks = ((subtract(hosts, blocked), p) for hosts, p in _by_port(sets))
     return TargetSpace(blocks, excluded=excluded)
+
+
+def _all_excluded(everyone: list[Interval], default_excludes: bool) -> str:
+    """Why nothing is left: the built-in exclusions alone, or with the caller's own excludes."""
+    count = size(everyone)
+    what = "the address is" if count == 1 else f"all {count:,} addresses are"
+    if default_excludes and not size(subtract(everyone, list(_default_exclusions()))):
+        return (f"no targets left: {what} excluded by default, never probed: multicast, "
+                "broadcast, unspecified, reserved, or IPv4-mapped IPv6 (give the IPv4 form)")
+    return f"no targets left: {what} excluded (by the excludes given, or the defaults)"
 
 
 def _checked_ports(ports: Iterable[int]) -> list[int]:

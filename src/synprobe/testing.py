@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 from synprobe.engines.base import ProbeOptions, TargetSource
 from synprobe.model import ProbeResult, State, Target
+from synprobe.wire.describe import dry_run_json
 
 Handler = Callable[[Target], tuple[State, str] | ProbeResult]
 
@@ -42,7 +43,10 @@ class FakeEngine:
         return ProbeResult(target.host, target.port, state, reason, rtt, 1, self.name,
                            self.options.source, target.via)
 
-    def describe(self, target: Target) -> str:
+    def describe(self, target: Target, *, as_json: bool = False) -> str:
+        if as_json:
+            return dry_run_json(self.name, target, timeout=self.options.timeout,
+                                attempts=self.options.retries + 1, source=self.options.source)
         return f"fake {target}"
 
     def stats(self) -> dict[str, int]:

@@ -4,6 +4,7 @@ each real server answers by the MAC (or tunnel) a SYN reached it through, as the
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 from collections import deque
@@ -276,10 +277,11 @@ def test_via_mode_option_and_flag() -> None:
         assert words in err.getvalue(), err.getvalue()
 
 
-def test_via_mode_flag_choices(capsys: pytest.CaptureFixture[str]) -> None:
+def test_via_mode_flag_choices() -> None:
     argv = ["--engine", "raw", "--via-mode", "gre", "--via", RS1, f"{VIP}:80"]
-    assert main(argv, stdout=io.StringIO(), stderr=io.StringIO()) == 2
-    assert "invalid choice: 'gre'" in capsys.readouterr().err  # argparse's own message
+    err = io.StringIO()
+    assert main(argv, stdout=io.StringIO(), stderr=err) == 2
+    assert "invalid choice: 'gre'" in err.getvalue()  # argparse's own message
 
 
 def test_plain_runs_never_ask_for_link_addresses(link: FakeLink) -> None:
@@ -294,3 +296,14 @@ def test_plain_runs_never_ask_for_link_addresses(link: FakeLink) -> None:
     results = run(engine(link), [Target(VIP, 80)])
     assert [(r.via, r.state) for r in results] == [(None, State.CLOSED)]
     assert link.plain_receives >= 1 and link.mac_receives == 0
+
+
+def test_dry_run_json_names_the_path_and_asks_nobody(link: FakeLink) -> None:
+    eng = engine(link)
+    row = json.loads(eng.describe(Target(VIP, 80, RS1), as_json=True))
+    assert (row["host"], row["port"], row["via"], row["source"]) == (VIP, 80, RS1, OURS)
+    assert row["packet"]["dst"] == VIP and row["packet"]["flags"] == "S"
+    assert row["path"] == f"in a frame to {RS1} ({MACS[RS1]}) on dsr0" and row["error"] is None
+    unknown = json.loads(eng.describe(Target(VIP, 80, "127.0.0.99"), as_json=True))
+    assert unknown["packet"] is None and unknown["path"].endswith("a run would ask by ARP")
+    assert link.frames == link.ip == []

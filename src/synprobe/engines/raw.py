@@ -30,6 +30,7 @@ way. sendmmsg measured best, so `rawio.MmsgSender` is used.
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import socket
@@ -55,7 +56,7 @@ from synprobe.errors import EngineUnavailable, UsageError
 from synprobe.model import ProbeResult, State, Target, classify_errno
 from synprobe.pacing import Pacer
 from synprobe.wire.cookie import CookieKey
-from synprobe.wire.describe import describe
+from synprobe.wire.describe import describe, dry_run_json
 from synprobe.wire.replies import Invalid, Reply, match_reply
 from synprobe.wire.syn import PacketTemplate
 
@@ -138,24 +139,35 @@ class RawEngine:
             self._io.close()
             self._io = None
 
-    def describe(self, target: Target) -> str:
-        """The SYN a check of `target` would send, tcpdump-style (for --dry-run). Opens no raw
-        socket: the source comes from --source or a route lookup, which sends nothing."""
+    def describe(self, target: Target, *, as_json: bool = False) -> str:
+        """The SYN a check of `target` would send, tcpdump-style (for --dry-run) or as a JSON
+        object (--dry-run --json). Opens no raw socket: the source comes from --source or a
+        route lookup, which sends nothing."""
+        o = self.options
+        plan = functools.partial(dry_run_json, self.name, target, timeout=o.timeout,
+                                 attempts=o.retries + 1)
         v6 = ":" in target.host
         dst = socket.inet_pton(socket.AF_INET6 if v6 else socket.AF_INET, target.host)
         if target.via is not None:
             try:
                 route = self._via.route(target.via, v6, ask=False)
             except NeighbourUnresolved as exc:
+                if as_json:
+                    return plan(path=f"{exc}; a run would ask by {exc.how}")
                 return f"{target}: {exc}; a run would ask by {exc.how}"
             seq, sport = self._key.derive(route.source, dst, target.port, route.via)
             syn = self._template(route.source, v6, False).build(dst, sport, target.port, seq)
+            if as_json:
+                return plan(packet=syn, path=route.describe())
             return f"{describe(syn)}, {route.describe()}"
         found = self._router.lookup(v6, dst, self._clock())
         if isinstance(found, int):
+            if as_json:
+                return plan(source=o.source, error=classify_errno(found)[1])
             return f"{target}: not sent, {classify_errno(found)[1]}"
         seq, sport = self._key.derive(found[0], dst, target.port)
-        return describe(self._template(found[0], v6, False).build(dst, sport, target.port, seq))
+        syn = self._template(found[0], v6, False).build(dst, sport, target.port, seq)
+        return plan(packet=syn) if as_json else describe(syn)
 
     def _template(self, source: bytes, v6: bool, rst: bool) -> PacketTemplate:
         """Templates are built (with scapy, ~ms; then cached on disk, see templates) once per

@@ -24,6 +24,7 @@ from synprobe.engines.base import ProbeOptions, TargetSource
 from synprobe.errors import EngineUnavailable, UsageError
 from synprobe.model import ProbeResult, State, Target, classify_errno, classify_icmp
 from synprobe.pacing import Pacer
+from synprobe.wire.describe import dry_run_json
 
 # SO_LINGER {on, 0 s}: close() aborts the connection with a RST and frees it at once, so no
 # TIME_WAIT is left behind and the server drops its half-open (SYN_RECV) entry.
@@ -144,8 +145,12 @@ class ShakerEngine:
                     "--mark"
                 ) from None
 
-    def describe(self, target: Target) -> str:
-        """What a check of `target` would do, for --dry-run."""
+    def describe(self, target: Target, *, as_json: bool = False) -> str:
+        """What a check of `target` would do, for --dry-run (a JSON object with --json: the
+        kernel builds the SYN, so it has no packet)."""
+        if as_json:
+            return dry_run_json(self.name, target, timeout=self.options.timeout,
+                                attempts=self.options.retries + 1, source=self.options.source)
         src = self.options.source or "*"
         return (f"connect {src} -> {target} SO_LINGER=0 TCP_QUICKACK=0 "
                 f"timeout={self.options.timeout:g}s attempts={self.options.retries + 1}")

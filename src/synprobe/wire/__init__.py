@@ -5,7 +5,8 @@
 - `syn`: packet templates built once (with scapy) and patched per packet (without it).
 - `replies`: validate and classify one received IPv4/IPv6 packet.
 - `bpf`: the classic BPF filter that keeps only candidate replies in the kernel.
-- `describe`: a one-line, tcpdump-like description of a packet for `--dry-run`.
+- `describe`: a one-line, tcpdump-like description of a packet for `--dry-run` (or its fields,
+  for `--dry-run --json`).
 
 Only `syn.syn_template` / `syn.rst_template` import scapy, and only when called, so the hot
 path and `import synprobe.wire.*` stay free of it.
