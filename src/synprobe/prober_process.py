@@ -108,14 +108,20 @@ class HelperEngine:
     def _receive(self) -> list[tuple[object, ...]]:
         """The messages that completed with what is readable now; EOF is an error (the helper
         always says "end" or "failed" before it closes)."""
-        chunk = self._sock.recv(1 << 20)
+        try:
+            chunk = self._sock.recv(1 << 20)
+        except OSError:  # ECONNRESET: it died with our targets unread
+            chunk = b""
         if not chunk:
-            raise RuntimeError(f"the shaker helper process (pid {self._proc.pid}) exited "
-                               f"unexpectedly ({self._exit_status()})")
+            raise self._died()
         try:
             return self._reader.feed(chunk)
         except FrameError as exc:
             raise RuntimeError(f"the shaker helper process sent garbage: {exc}") from exc
+
+    def _died(self) -> RuntimeError:
+        return RuntimeError(f"the shaker helper process (pid {self._proc.pid}) exited "
+                            f"unexpectedly ({self._exit_status()})")
 
     def _exit_status(self) -> str:
         try:
@@ -166,8 +172,16 @@ class HelperEngine:
                 self._sock.shutdown(socket.SHUT_WR)
             return False
         if targets:
-            self._sock.sendall(encode(("targets", [(t.host, t.port) for t in targets])))
+            try:
+                self._sock.sendall(encode(("targets", [(t.host, t.port) for t in targets])))
+            except OSError:  # EPIPE, ECONNRESET
+                raise self._died() from None
         return True
+
+    @property
+    def returncode(self) -> int | None:
+        """The helper's exit status once reaped (by close()), else None."""
+        return self._proc.returncode
 
     def stats(self) -> dict[str, int]:
         """The helper's counters as of its last batch of results (final once run() ended)."""

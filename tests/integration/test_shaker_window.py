@@ -31,7 +31,7 @@ from synprobe_lab import OPEN_PORT, V4, Lab
 pytestmark = pytest.mark.netns
 
 HOLD_S = 1.0  # each GIL hold lasts at least this long
-HOLDS = 3
+HOLDS = 4
 CHECKERS = 4
 MAX_CHECKS = 20_000  # per checker thread: the loop is bounded even if the holds were short
 PROGRESS_BETWEEN_HOLDS = 40  # results that must complete between two holds

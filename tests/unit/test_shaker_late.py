@@ -55,7 +55,9 @@ def accept_queue_holds_one(listener: socket.socket) -> bool:
     return bool(select.select([listener], [], [], 2.0)[0])
 
 
-def stalling_factory(after_connect: Callable[[socket.socket], None]) -> Callable[..., socket.socket]:
+def stalling_factory(
+    after_connect: Callable[[socket.socket], None],
+) -> Callable[..., socket.socket]:
     """Real sockets whose connect_ex() runs `after_connect` before returning to the loop."""
 
     class Stalled(socket.socket):

@@ -1,0 +1,164 @@
+"""A shaker Prober's helper process: started, owned, stopped and outlived by nobody (no root).
+
+Loopback only. The helper's own pid comes from `prober._engine.pid`; its exit is watched with
+a pidfd (it is our child only while its owner, sometimes a script started here, is alive).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+
+import synprobe
+from synprobe.errors import UsageError
+from synprobe.framing import MAX_FRAME, FrameError, FrameReader, encode
+from synprobe.model import State, Target
+from synprobe.prober_process import HelperEngine
+
+EXIT_WAIT = 10.0  # a safety net: a helper ends within ~1 s of losing its owner
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    with socket.create_server(("0.0.0.0", 0), backlog=1024) as sock:
+        yield sock
+
+
+def helper_of(prober: synprobe.Prober) -> HelperEngine:
+    engine = prober._engine
+    assert isinstance(engine, HelperEngine)
+    return engine
+
+
+def exited(pid: int, timeout: float = EXIT_WAIT) -> bool:
+    """True once process `pid` has exited (whoever its parent is)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([pidfd], [], [], timeout)[0])
+    finally:
+        os.close(pidfd)
+
+
+def test_the_shaker_loop_runs_in_a_helper_process(listener: socket.socket) -> None:
+    port = listener.getsockname()[1]
+    with synprobe.Prober(engine="shaker", timeout=0.5, retries=0) as prober:
+        helper = helper_of(prober)
+        assert helper.pid != os.getpid()
+        assert os.readlink(f"/proc/{helper.pid}/ns/net") == os.readlink("/proc/self/ns/net")
+        result = prober.probe(("127.0.0.1", port))
+        closed = prober.probe(("127.0.0.1", 1))
+        many = list(prober.probe_many([Target(f"127.0.0.{i}", port) for i in range(1, 201)]))
+        assert prober.stats()["sent"] == 202
+        assert prober.stats()["late_handshakes"] == 0
+    assert (result.state, result.reason, result.engine) == (State.OPEN, "syn-ack", "shaker")
+    assert (closed.state, closed.reason) == (State.CLOSED, "rst")
+    assert {(r.state, r.reason) for r in many} == {(State.OPEN, "syn-ack")}
+    assert len({r.host for r in many}) == 200
+    assert helper.returncode == 0  # close() ended and reaped it
+    assert select.select([listener], [], [], 0.3)[0] == []  # nothing to accept
+
+
+def test_the_engines_usage_errors_are_raised_at_construction() -> None:
+    with pytest.raises(UsageError, match="below the kernel"):
+        synprobe.Prober(engine="shaker", timeout=2.0)
+    with pytest.raises(UsageError, match="no option rst"):
+        synprobe.Prober(engine="shaker", rst="self")
+
+
+def test_a_terminal_ctrl_c_is_the_owners_not_the_helpers(listener: socket.socket) -> None:
+    with synprobe.Prober(engine="shaker", timeout=0.5) as prober:
+        os.kill(helper_of(prober).pid, signal.SIGINT)  # as a terminal sends it to the group
+        assert prober.probe(("127.0.0.1", listener.getsockname()[1])).is_open
+
+
+def test_a_dead_helper_fails_checks_instead_of_hanging(listener: socket.socket) -> None:
+    prober = synprobe.Prober(engine="shaker", timeout=0.5)
+    try:
+        os.kill(helper_of(prober).pid, signal.SIGKILL)
+        # Queued before the prober noticed, the check's future fails; after, submit() raises.
+        with pytest.raises(RuntimeError, match=r"exited unexpectedly|engine failed"):
+            prober.submit(("127.0.0.1", listener.getsockname()[1])).result(EXIT_WAIT)
+        with pytest.raises(RuntimeError, match=r"engine failed"):
+            prober.submit(("127.0.0.1", listener.getsockname()[1]))
+    finally:
+        prober.close()
+    assert helper_of(prober).returncode == -signal.SIGKILL
+
+
+OWNER = textwrap.dedent("""
+    import os, sys, synprobe
+    prober = synprobe.Prober(engine="shaker", timeout=0.5)
+    if sys.argv[1] == "fork":
+        # A child of the owner inherits the channel: the helper cannot rely on EOF.
+        if os.fork() == 0:
+            os.read(int(sys.argv[2]), 1)  # until the test closes the pipe
+            os._exit(0)
+    print(prober._engine.pid, flush=True)
+    os.read(int(sys.argv[2]), 1)  # killed here
+""")
+
+
+@pytest.mark.parametrize("mode", ["alone", "fork"])
+def test_the_helper_dies_with_its_owner(mode: str) -> None:
+    """SIGKILL the owner (no close(), no atexit): its helper ends on its own, even while a
+    child of the owner still holds the owner's end of the channel (mode fork)."""
+    hold_r, hold_w = os.pipe()
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, mode, str(hold_r)],
+                             pass_fds=(hold_r,), stdout=subprocess.PIPE, text=True)
+    os.close(hold_r)
+    try:
+        assert owner.stdout is not None
+        helper_pid = int(owner.stdout.readline())
+        assert not exited(helper_pid, 0)
+        owner.kill()
+        owner.wait()
+        assert exited(helper_pid), f"helper {helper_pid} outlived its owner"
+    finally:
+        os.close(hold_w)  # ends the forked child, if any
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        if owner.stdout is not None:
+            owner.stdout.close()
+
+
+# -- framing -----------------------------------------------------------------------------------
+
+def test_frames_round_trip_across_arbitrary_chunking() -> None:
+    messages = [("targets", [("127.0.0.1", 80), ("::1", 443)]), ("end", {"sent": 2}),
+                ("results", [("h", 1, "open", "syn-ack", 0.001, 1, "shaker", None, None)], {})]
+    stream = b"".join(encode(m) for m in messages)
+    reader = FrameReader()
+    got = []
+    for i in range(0, len(stream), 7):
+        got += reader.feed(stream[i:i + 7])
+    assert got == messages
+    assert reader.pending == 0
+
+
+def test_a_frame_naming_a_class_is_refused() -> None:
+    data = pickle.dumps(Target("127.0.0.1", 80))  # a namedtuple: pickled by class reference
+    with pytest.raises(FrameError, match="only plain data"):
+        FrameReader().feed(struct.pack("!I", len(data)) + data)
+
+
+@pytest.mark.parametrize("frame", [
+    struct.pack("!I", MAX_FRAME + 1),
+    struct.pack("!I", 3) + b"\x80\x05X",
+])
+def test_malformed_frames_are_one_error(frame: bytes) -> None:
+    with pytest.raises(FrameError):
+        FrameReader().feed(frame)
