@@ -16,8 +16,8 @@ from synprobe.api import (
     open_engine,
     parse_vias,
 )
+from synprobe.engines.base import Engine
 from synprobe.model import ProbeResult, Target
-from synprobe.prober_process import HelperEngine
 from synprobe.sources import QueueSource
 from synprobe.targets import TargetSpace
 
@@ -83,8 +83,13 @@ class Prober:
         # The shaker's loop runs in a helper process of its own: in ours, any thread holding
         # the GIL past the kernel's ~200 ms delayed-ACK window would let the kernel complete
         # handshakes (docs/shaker-window.md). The raw engine has no such window.
-        self._engine = (HelperEngine(options) if engine == "shaker"
-                        else open_engine(engine, options))
+        if engine == "shaker":
+            # Imported here: the CLI, which never runs a Prober, does not pay for it (~5 ms).
+            from synprobe.prober_process import HelperEngine
+
+            self._engine: Engine = HelperEngine(options)
+        else:
+            self._engine = open_engine(engine, options)
         # What would fail every check (the raw engine's capability) fails here, not later as
         # the end of the engine loop.
         preflight = getattr(self._engine, "preflight", None)
