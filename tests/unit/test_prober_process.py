@@ -162,3 +162,13 @@ def test_a_frame_naming_a_class_is_refused() -> None:
 def test_malformed_frames_are_one_error(frame: bytes) -> None:
     with pytest.raises(FrameError):
         FrameReader().feed(frame)
+
+
+def test_the_cli_never_imports_the_helper() -> None:
+    """The one-shot CLI runs its loop in its own process: its start-up does not pay for the
+    helper's modules."""
+    code = ("import sys, synprobe, synprobe.cli; "
+            "print(sorted(m for m in ('synprobe.prober_process', 'synprobe.framing', "
+            "'synprobe.prober_helper') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
