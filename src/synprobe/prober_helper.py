@@ -6,10 +6,10 @@ that long (a backtracking regex, a compression call, a long GC pause) makes the 
 handshakes; here nothing but the engine runs Python. Started by `prober_process.HelperEngine`
 as `python -c ... <fd> <owner pid>` in the owner thread's network namespace.
 
-Protocol (frames, see framing.py). In: ("options", dict), then ("targets", [(host, port), ...])
-any number of times, then EOF (the owner closed, or died). Out: ("ready", pid) or ("failed",
-kind, message) once the engine is built; ("results", [row, ...], stats) per loop turn; at the
-end ("end", stats) or ("failed", kind, message).
+Protocol (frames, see framing.py). In: ("options", dict), then ("targets", [(host, port),
+...]) any number of times, then EOF (the owner closed, or died). Out: once the engine is built,
+("ready", pid, stats) or ("failed", kind, message); then ("results", [row, ...], stats) per
+loop turn; at the end ("end", stats) or ("failed", kind, message).
 
 Threads: the engine loop (main thread) reads targets itself (the socket is its source's wakeup
 fd) and never blocks on output: a writer thread encodes and sends results. A watcher thread
@@ -156,7 +156,7 @@ def serve(sock: socket.socket, owner: int) -> int:
     out: queue.SimpleQueue[object] = queue.SimpleQueue()
     writer = threading.Thread(target=_write, args=(sock, out, engine), name="synprobe-writer",
                               daemon=True)
-    _send(sock, ("ready", os.getpid()))
+    _send(sock, ("ready", os.getpid(), engine.stats()))
     writer.start()
     try:
         for batch in engine.run(ChannelSource(sock)):

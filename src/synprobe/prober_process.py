@@ -101,7 +101,8 @@ class HelperEngine:
                     f"the shaker helper process did not start within {READY_TIMEOUT:g} s")
             for message in self._receive():
                 if message[0] == "ready":
-                    return int(message[1])
+                    self._stats = dict(message[2])  # type: ignore[call-overload]
+                    return int(message[1])  # type: ignore[call-overload]
                 if message[0] == "failed":
                     raise _rebuild(message[1], message[2])
 

@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -172,3 +173,22 @@ def test_the_cli_never_imports_the_helper() -> None:
             "'synprobe.prober_helper') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_stats_have_every_counter_before_the_first_result() -> None:
+    with synprobe.Prober(engine="shaker") as prober:
+        assert prober.stats() == {"sent": 0, "send_errors": 0, "retries": 0,
+                                  "late_handshakes": 0}
+
+
+def test_the_helper_outlives_the_thread_that_made_the_prober(listener: socket.socket) -> None:
+    """Linux's PR_SET_PDEATHSIG fires when the *thread* that forked exits; the helper must not
+    depend on it: a Prober made on a short-lived thread keeps working."""
+    made: list[synprobe.Prober] = []
+    maker = threading.Thread(target=lambda: made.append(synprobe.Prober(engine="shaker")))
+    maker.start()
+    maker.join()
+    [prober] = made
+    with prober:
+        assert prober.probe(("127.0.0.1", listener.getsockname()[1])).is_open
+        assert not exited(helper_of(prober).pid, 0)
