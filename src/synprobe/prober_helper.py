@@ -3,7 +3,8 @@
 The shaker's guarantee (never the final ACK) needs its loop to close each answered socket within
 the kernel's ~200 ms delayed-ACK window. In the owner's process, any thread that holds the GIL
 that long (a backtracking regex, a compression call, a long GC pause) makes the kernel complete
-handshakes; here nothing but the engine runs Python. Started by `prober_process.HelperEngine`
+handshakes; here only the engine and two short-lived steps of its own (encoding results,
+waiting for the owner's death) run Python. Started by `prober_process.HelperEngine`
 as `python -c ... <fd> <owner pid>` in the owner thread's network namespace.
 
 Protocol (frames, see framing.py). In: ("options", dict), then ("targets", [(host, port),
@@ -56,10 +57,15 @@ class ChannelSource:
         self._ready: deque[Target] = deque()
         self._eof = False
 
-    def _drain(self) -> None:
-        while not self._eof:
+    def _drain(self, want: int) -> None:
+        """Read until `want` targets are ready or nothing more is readable. Decoding runs on
+        the engine's thread, so it is done in slices (a 64 KiB read is ~3,000 targets, a few
+        ms): a backlog of a million submits must not hold the loop up for a second. Stopping
+        early is safe with an edge-triggered wakeup: pull() then returns all it was asked for,
+        and the engine pulls again on its next turn with room, wakeup or not."""
+        while not self._eof and len(self._ready) < want:
             try:
-                chunk = self._sock.recv(1 << 18, socket.MSG_DONTWAIT)
+                chunk = self._sock.recv(1 << 16, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
             except OSError:
@@ -77,7 +83,7 @@ class ChannelSource:
                     self._ready.extend(Target(host, port) for host, port in message[1])
 
     def pull(self, limit: int) -> list[Target] | None:
-        self._drain()
+        self._drain(limit)
         if not self._ready:
             return None if self._eof else []
         return [self._ready.popleft() for _ in range(min(limit, len(self._ready)))]

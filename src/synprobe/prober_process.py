@@ -38,6 +38,7 @@ from synprobe.model import ProbeResult, State
 READY_TIMEOUT = 30.0  # seconds for the helper to start and build its engine
 EXIT_TIMEOUT = 5.0  # after its end message, or after our channel closed
 _PULL_ALL = 1 << 16
+FRAME_TARGETS = 1024
 _ERRORS: dict[str, type[Exception]] = {"UsageError": UsageError,
                                        "EngineUnavailable": EngineUnavailable}
 _BOOT = "import sys; from synprobe.prober_helper import main; sys.exit(main())"
@@ -172,11 +173,13 @@ class HelperEngine:
             with contextlib.suppress(OSError):  # a dead helper: run() reads its EOF
                 self._sock.shutdown(socket.SHUT_WR)
             return False
-        if targets:
-            try:
-                self._sock.sendall(encode(("targets", [(t.host, t.port) for t in targets])))
-            except OSError:  # EPIPE, ECONNRESET
-                raise self._died() from None
+        try:
+            # Frames of FRAME_TARGETS: the helper decodes them between its loop's turns.
+            for i in range(0, len(targets), FRAME_TARGETS):
+                batch = targets[i:i + FRAME_TARGETS]
+                self._sock.sendall(encode(("targets", [(t.host, t.port) for t in batch])))
+        except OSError:  # EPIPE, ECONNRESET
+            raise self._died() from None
         return True
 
     @property

@@ -192,3 +192,29 @@ def test_the_helper_outlives_the_thread_that_made_the_prober(listener: socket.so
     with prober:
         assert prober.probe(("127.0.0.1", listener.getsockname()[1])).is_open
         assert not exited(helper_of(prober).pid, 0)
+
+
+def test_the_helper_decodes_a_backlog_in_slices() -> None:
+    """A burst of submits reaches the helper's loop a slice at a time, in order, complete."""
+    from synprobe.prober_helper import ChannelSource
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        sent = [(f"127.0.{i >> 8}.{i & 255}", 80) for i in range(20_000)]
+        writer = threading.Thread(target=lambda: (
+            [ours.sendall(encode(("targets", sent[i:i + 1024]))) for i in range(0, 20_000, 1024)],
+            ours.shutdown(socket.SHUT_WR)))
+        writer.start()
+        source = ChannelSource(theirs)
+        got: list[Target] = []
+        buffered = 0
+        while (batch := source.pull(256)) is not None:
+            if not batch:
+                select.select([theirs], [], [], EXIT_WAIT)
+                continue
+            assert len(batch) <= 256
+            got += batch
+            buffered = max(buffered, len(source._ready))
+        writer.join()
+    assert got == [Target(h, p) for h, p in sent]
+    assert buffered < 256 + 4000  # one 64 KiB read at most beyond what was asked
