@@ -180,9 +180,11 @@ def serve(sock: socket.socket, owner: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     fd, owner = int(args[0]), int(args[1])
-    # The owner stops us (EOF on the channel); a terminal's Ctrl-C, sent to the whole
-    # foreground process group, is the owner's to handle, not ours.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The owner stops us (EOF on the channel). We run in a session of our own, so a terminal's
+    # Ctrl-C or Ctrl-Z never reaches us; should one be sent to us anyway, it is the owner's to
+    # handle, and being stopped with answered sockets open is what this process exists to avoid.
+    for sig in (signal.SIGINT, signal.SIGTSTP):
+        signal.signal(sig, signal.SIG_IGN)
     with socket.socket(fileno=fd) as sock:
         return serve(sock, owner)
 

@@ -10,6 +10,7 @@ loop runs in a helper process (`prober_helper`) that this object starts and owns
 - no fork of the caller's process image: its threads, locks and memory stay out of it;
 - it dies with its owner: EOF on the channel, or the owner's pidfd if someone else still holds
   the channel (a forked child of the owner); it never outlives its attempts in flight;
+- in a session of its own, so job-control signals sent to the owner's group do not stop it;
 - results come back over a socketpair; this object's `run()` (the Prober's loop thread) ships
   targets in and yields results out, so a stalled owner delays results, never a close.
 
@@ -80,6 +81,10 @@ class HelperEngine:
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", _BOOT, str(theirs.fileno()), str(os.getpid())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=_helper_env(),
+                # A session of its own: job control aimed at the owner's process group (a
+                # terminal's Ctrl-C or Ctrl-Z, `kill -STOP -PGID`) must not stop the loop with
+                # answered sockets in flight; it ends with its owner anyway (see the helper).
+                start_new_session=True,
             )
         except OSError as exc:
             ours.close()

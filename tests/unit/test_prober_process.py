@@ -79,10 +79,16 @@ def test_the_engines_usage_errors_are_raised_at_construction() -> None:
         synprobe.Prober(engine="shaker", rst="self")
 
 
-def test_a_terminal_ctrl_c_is_the_owners_not_the_helpers(listener: socket.socket) -> None:
+def test_job_control_is_the_owners_not_the_helpers(listener: socket.socket) -> None:
     with synprobe.Prober(engine="shaker", timeout=0.5) as prober:
-        os.kill(helper_of(prober).pid, signal.SIGINT)  # as a terminal sends it to the group
-        assert prober.probe(("127.0.0.1", listener.getsockname()[1])).is_open
+        pid = helper_of(prober).pid
+        # Out of the owner's process group: a terminal's Ctrl-C / Ctrl-Z never reaches it.
+        assert os.getpgid(pid) == pid != os.getpgid(0)
+        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTSTP)
+        assert prober.submit(("127.0.0.1", listener.getsockname()[1])).result(EXIT_WAIT).is_open
+        with open(f"/proc/{pid}/stat") as stat:
+            assert stat.read().rsplit(")", 1)[1].split()[0] != "T"  # not stopped
 
 
 def test_a_dead_helper_fails_checks_instead_of_hanging(listener: socket.socket) -> None:
