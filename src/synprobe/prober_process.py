@@ -38,8 +38,8 @@ from synprobe.model import ProbeResult, State
 
 READY_TIMEOUT = 30.0  # seconds for the helper to start and build its engine
 EXIT_TIMEOUT = 5.0  # after its end message, or after our channel closed
-_PULL_ALL = 1 << 16
-FRAME_TARGETS = 1024
+FRAME_TARGETS = 1024  # per frame: the helper decodes them between its loop's turns
+PULL_PER_TURN = 4 * FRAME_TARGETS
 _ERRORS: dict[str, type[Exception]] = {"UsageError": UsageError,
                                        "EngineUnavailable": EngineUnavailable}
 _BOOT = "import sys; from synprobe.prober_helper import main; sys.exit(main())"
@@ -147,14 +147,17 @@ class HelperEngine:
         if wakeup is not None:
             poller.register(wakeup, select.EPOLLIN)
         feeding = True
+        more = False
         try:
             while True:
                 if feeding:
-                    feeding = self._feed(source)
+                    feeding, more = self._feed(source)
                     if not feeding and wakeup is not None:
                         poller.unregister(wakeup)
-                # A source without a wakeup fd never says "nothing yet": keep pulling.
-                for fd, _ in poller.poll(0 if feeding and wakeup is None else -1):
+                # A source without a wakeup fd never says "nothing yet", and one that had more
+                # than a turn's worth gives no new wakeup for the rest: pull again at once.
+                busy = feeding and (more or wakeup is None)
+                for fd, _ in poller.poll(0 if busy else -1):
                     if fd != sock_fd:
                         continue  # the wakeup fd: the next turn pulls
                     for message in self._receive():
@@ -170,22 +173,23 @@ class HelperEngine:
         finally:
             poller.close()
 
-    def _feed(self, source: TargetSource) -> bool:
-        """Send what the source has ready; False once it is closed (the helper then gets EOF
-        and ends after its checks in flight)."""
-        targets = source.pull(_PULL_ALL)
+    def _feed(self, source: TargetSource) -> tuple[bool, bool]:
+        """Send up to a turn's worth of what the source has ready. Returns (still feeding,
+        maybe more ready); not feeding once the source is closed (the helper then gets EOF and
+        ends after its checks in flight). A turn's worth at a time, so results keep flowing
+        back while a large backlog is shipped."""
+        targets = source.pull(PULL_PER_TURN)
         if targets is None:
             with contextlib.suppress(OSError):  # a dead helper: run() reads its EOF
                 self._sock.shutdown(socket.SHUT_WR)
-            return False
+            return False, False
         try:
-            # Frames of FRAME_TARGETS: the helper decodes them between its loop's turns.
             for i in range(0, len(targets), FRAME_TARGETS):
                 batch = targets[i:i + FRAME_TARGETS]
                 self._sock.sendall(encode(("targets", [(t.host, t.port) for t in batch])))
         except OSError:  # EPIPE, ECONNRESET
             raise self._died() from None
-        return True
+        return True, len(targets) == PULL_PER_TURN
 
     @property
     def returncode(self) -> int | None:

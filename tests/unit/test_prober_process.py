@@ -6,6 +6,7 @@ a pidfd (it is our child only while its owner, sometimes a script started here, 
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import pickle
 import select
@@ -224,3 +225,17 @@ def test_the_helper_decodes_a_backlog_in_slices() -> None:
         writer.join()
     assert got == [Target(h, p) for h, p in sent]
     assert buffered < 256 + 4000  # one 64 KiB read at most beyond what was asked
+
+
+def test_a_backlog_larger_than_a_turn_is_all_checked(listener: socket.socket) -> None:
+    """More submits at once than the owner ships per turn (4,096): all are checked, in
+    slices, with results flowing back meanwhile."""
+    port = listener.getsockname()[1]
+    with synprobe.Prober(engine="shaker", timeout=0.5, retries=0) as prober:
+        futures = [prober.submit(Target(f"127.2.{i >> 8}.{i & 255}", port))
+                   for i in range(10_000)]
+        done, not_done = concurrent.futures.wait(futures, timeout=3 * EXIT_WAIT)
+        assert not not_done, f"{len(not_done)} checks never answered"
+        results = [f.result() for f in done]
+    assert {(r.state, r.reason) for r in results} == {(State.OPEN, "syn-ack")}
+    assert select.select([listener], [], [], 0.0)[0] == []  # every socket closed: final
