@@ -120,20 +120,22 @@ TARGETS = "198.19.0.0/17"  # 32,768 AnyIP addresses of the lab's server, port 80
 TRY_EVERY_ROWS = 1000
 
 
-def stop_mid_run(lab: Lab, pid: int) -> int:
+def stop_mid_run(lab: Lab, pid: int) -> tuple[int, bool]:
     """SIGSTOP the run; if it has answered checks not yet reset (ESTABLISHED, their ACK held by
     the kernel) or SYNs out, keep it stopped STOP_S and return how many; otherwise resume at
-    once (within ~10 ms, far inside the delayed-ACK window) and return 0."""
+    once (within ~10 ms, far inside the delayed-ACK window) and return 0. The flag says the
+    count was taken before any held ACK could leave (ss is fast; a loaded host may not be)."""
     stopped = time.monotonic()
     os.kill(pid, signal.SIGSTOP)
     try:
         caught = (lab.count_states("client", "established")
                   + lab.count_states("client", "syn-sent"))
+        exact = time.monotonic() - stopped < 0.15
         if caught:
             time.sleep(max(0.0, stopped + STOP_S - time.monotonic()))  # the stall under test
     finally:
         os.kill(pid, signal.SIGCONT)
-    return caught
+    return caught, exact
 
 
 @pytest.mark.parametrize("close_mode", ["wait", "rst"])
@@ -147,13 +149,13 @@ def test_a_stopped_cli_reads_open_and_counts_late_handshakes(make_lab, close_mod
     guard = threading.Timer(120, proc.kill)
     guard.start()
     rows = []
-    caught = 0
+    caught, exact = 0, False
     try:
         for line in proc.stdout:  # results stream while checks are in flight
             rows.append(json.loads(line))
             if not caught and len(rows) % TRY_EVERY_ROWS == 0:
                 # `ip netns exec` execs in place: this PID is the synprobe process.
-                caught = stop_mid_run(lab, proc.pid)
+                caught, exact = stop_mid_run(lab, proc.pid)
         err = proc.stderr.read()  # a few lines: it cannot fill its pipe meanwhile
         proc.wait()
     finally:
@@ -173,6 +175,6 @@ def test_a_stopped_cli_reads_open_and_counts_late_handshakes(make_lab, close_mod
     # ACKed it ~200 ms later, before SIGCONT; no other check was late. The summary counts
     # exactly those, and exactly the connections the server accepted. (Measured: stops of
     # 0.10-0.19 s give 0 late handshakes, 0.21 s and longer every check caught.)
-    assert late == caught
+    assert late == caught if exact else late >= caught
     assert late == lab.accept_count()
     assert f"warning: {late:,} open targets" in err
