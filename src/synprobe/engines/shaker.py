@@ -39,9 +39,9 @@ KERNEL_SYN_RTO = 1.0
 MAX_ATTEMPT_TIMEOUT = 0.95
 
 START_BATCH = 256  # attempts started per loop turn; see run()
-# The kernel arms no timer shorter than TCP_TIMEOUT_MIN (2 jiffies, >= 2 ms), the delayed ACK
-# included: an attempt answered sooner than this after its SYN cannot have sent its ACK yet,
-# so the loop skips the TCP_INFO read (~0.9 us) on the fast path. See tcpinfo.py.
+# No delayed-ACK timer is shorter than the kernel's TCP_TIMEOUT_MIN (2 jiffies, >= 2 ms; the
+# default is 200 ms): an attempt answered sooner than this after its SYN cannot have sent its
+# ACK yet, so the loop skips the TCP_INFO read (~1 us) on the fast path. See tcpinfo.py.
 LATE_ACK_FLOOR = 0.002
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY)
 # struct sock_extended_err (linux/errqueue.h): errno, origin, type, code, pad, info, data.

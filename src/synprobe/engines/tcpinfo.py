@@ -16,7 +16,8 @@ It survives the connection being reset. `tcpi_segs_out` counts every segment sen
 retransmissions included (those are also in `tcpi_total_retrans`), so more segments than the
 SYN and its retransmissions means an ACK left: the server saw the handshake complete.
 (`tcpi_state` cannot tell: the socket is ESTABLISHED as soon as the SYN-ACK is processed, with
-the ACK still held; `tcpi_last_ack_sent` is not a reliable marker either.)
+the ACK still held. `tcpi_data_segs_out` stays 0, the ACK carrying no data, and
+`tcpi_last_ack_sent` is never filled in: 0 in every case measured.)
 """
 
 from __future__ import annotations
