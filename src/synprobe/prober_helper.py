@@ -30,6 +30,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 from synprobe.engines.base import Engine, ProbeOptions
 from synprobe.framing import FrameError, FrameReader, encode
@@ -133,7 +134,7 @@ def _watch_owner(owner: int, sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-def _recv_options(sock: socket.socket) -> dict[str, object]:
+def _recv_options(sock: socket.socket) -> dict[str, Any]:
     reader = FrameReader()
     while True:
         chunk = sock.recv(65536)
@@ -155,7 +156,7 @@ def serve(sock: socket.socket, owner: int) -> int:
     except (EOFError, OSError, FrameError):
         return 1
     try:
-        engine = create_engine("shaker", ProbeOptions(**opts))  # type: ignore[arg-type]
+        engine = create_engine("shaker", ProbeOptions(**opts))
     except Exception as exc:  # UsageError, EngineUnavailable...: the owner raises it
         _send(sock, ("failed", type(exc).__name__, str(exc)))
         return 1

@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from synprobe.engines.base import ProbeOptions, TargetSource
 from synprobe.errors import EngineUnavailable, UsageError
@@ -107,12 +108,12 @@ class HelperEngine:
                     f"the shaker helper process did not start within {READY_TIMEOUT:g} s")
             for message in self._receive():
                 if message[0] == "ready":
-                    self._stats = dict(message[2])  # type: ignore[call-overload]
-                    return int(message[1])  # type: ignore[call-overload]
+                    self._stats = dict(message[2])
+                    return int(message[1])
                 if message[0] == "failed":
                     raise _rebuild(message[1], message[2])
 
-    def _receive(self) -> list[tuple[object, ...]]:
+    def _receive(self) -> list[Any]:
         """The messages that completed with what is readable now; EOF is an error (the helper
         always says "end" or "failed" before it closes)."""
         try:
@@ -163,13 +164,13 @@ class HelperEngine:
                     for message in self._receive():
                         kind = message[0]
                         if kind == "results":
-                            self._stats = dict(message[2])  # type: ignore[call-overload]
-                            yield [_result(row) for row in message[1]]  # type: ignore[attr-defined]
+                            self._stats = dict(message[2])
+                            yield [_result(row) for row in message[1]]
                         elif kind == "end":
-                            self._stats = dict(message[1])  # type: ignore[call-overload]
+                            self._stats = dict(message[1])
                             return
                         elif kind == "failed":
-                            raise _rebuild(message[1], message[2])  # type: ignore[arg-type]
+                            raise _rebuild(message[1], message[2])
         finally:
             poller.close()
 
@@ -212,7 +213,7 @@ class HelperEngine:
             self._proc.wait()
 
 
-def _result(row: tuple[object, ...]) -> ProbeResult:
+def _result(row: Any) -> ProbeResult:
     host, port, state, reason, rtt, attempts, engine, source, via = row
-    return ProbeResult(host, port, State(state), reason, rtt, attempts, engine,  # type: ignore[arg-type]
-                       source, via)  # type: ignore[arg-type]
+    return ProbeResult(host, port, State(state), reason, rtt, attempts, engine,
+                       source, via)
