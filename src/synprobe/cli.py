@@ -328,6 +328,10 @@ def _report(args: argparse.Namespace, results: ResultStream, total: int, has_ipv
     if lost_replies(stats):
         stderr.write(f"synprobe: warning: {lost_replies(stats):,} probes or replies were lost "
                      "locally (failed sends, kernel drops); results for them may read filtered\n")
+    if stats.get("late_handshakes"):
+        stderr.write(f"synprobe: warning: {stats['late_handshakes']:,} open targets saw a full "
+                     "connection: this process was stalled past the kernel's ~200 ms delayed-ACK "
+                     "window (stopped, starved of CPU); see docs/shaker-window.md\n")
     if any(c not in (EXIT_ALL_OPEN, EXIT_NOT_ALL_OPEN) for c in codes):
         return max(codes)  # a worker failed: its own error line is already on stderr
     return EXIT_ALL_OPEN if tally.all_open() and not unprobed else EXIT_NOT_ALL_OPEN

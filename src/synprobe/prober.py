@@ -16,6 +16,7 @@ from synprobe.api import (
     open_engine,
     parse_vias,
 )
+from synprobe.engines.base import Engine
 from synprobe.model import ProbeResult, Target
 from synprobe.sources import QueueSource
 from synprobe.targets import TargetSpace
@@ -55,6 +56,12 @@ class Prober:
     running (e.g. a real server it cannot reach) ends the prober: every pending future fails
     with that exception and later `submit()`s raise RuntimeError from it. A future is never
     left pending: if the engine loop ends with checks unanswered, they fail with RuntimeError.
+
+    With the shaker engine the loop runs in a helper process the Prober starts (in the calling
+    thread's network namespace) and stops in close(); it also ends if this process dies.
+    Whatever this process does (a thread holding the GIL, a long GC pause), the helper still
+    resets every answered socket in time. `stats()` is the helper's counters as of its last
+    results.
     """
 
     def __init__(
@@ -73,7 +80,16 @@ class Prober:
             **engine_options,
         )
         self.engine_name = engine
-        self._engine = open_engine(engine, options)
+        # The shaker's loop runs in a helper process of its own: in ours, any thread holding
+        # the GIL past the kernel's ~200 ms delayed-ACK window would let the kernel complete
+        # handshakes (docs/shaker-window.md). The raw engine has no such window.
+        if engine == "shaker":
+            # Imported here: the CLI, which never runs a Prober, does not pay for it (~5 ms).
+            from synprobe.prober_process import HelperEngine
+
+            self._engine: Engine = HelperEngine(options)
+        else:
+            self._engine = open_engine(engine, options)
         # What would fail every check (the raw engine's capability) fails here, not later as
         # the end of the engine loop.
         preflight = getattr(self._engine, "preflight", None)

@@ -152,7 +152,7 @@ def test_retries_use_a_fresh_socket_and_then_report_filtered() -> None:
         State.FILTERED, "timeout", 3, None)
     assert [e[0] for e in log].count("socket") == 3
     assert [e[0] for e in log].count("close") == 3
-    assert engine.stats() == {"sent": 3, "send_errors": 0, "retries": 2}
+    assert engine.stats() == {"sent": 3, "send_errors": 0, "retries": 2, "late_handshakes": 0}
 
 
 def test_concurrency_bounds_sockets_in_flight_and_all_are_closed() -> None:
