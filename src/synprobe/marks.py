@@ -20,9 +20,10 @@ _MARK_TEXT = re.compile(r"0[xX][0-9a-fA-F]{1,8}|0|[1-9][0-9]{0,9}")  # "010": oc
 
 def parse_mark(text: str) -> int:
     """A mark as a user writes it: decimal (16) or hex (0x10); anything else is a UsageError."""
-    if not _MARK_TEXT.fullmatch(text.strip()):
+    value = int(text.strip(), 0) if _MARK_TEXT.fullmatch(text.strip()) else -1
+    if not 0 <= value <= MARK_MAX:
         raise UsageError(f"bad mark {text!r}: expected 0..{MARK_MAX} in decimal or hex (0x10)")
-    return check_mark(int(text.strip(), 0))
+    return value
 
 
 def check_mark(value: object) -> int:

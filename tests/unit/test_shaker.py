@@ -247,7 +247,7 @@ def test_concurrency_beyond_the_file_limit_is_a_clear_error() -> None:
     assert hard != resource.RLIM_INFINITY  # CI's machine has a finite hard limit
     # The library only checks (issue 8 §4): it names its parameter, never a CLI flag, and
     # leaves the process's limit as it was.
-    with pytest.raises(UsageError, match="concurrency=.* soft RLIMIT_NOFILE") as caught:
+    with pytest.raises(UsageError, match=r"concurrency=.* soft RLIMIT_NOFILE") as caught:
         ShakerEngine(ProbeOptions(concurrency=soft))
     assert "--" not in str(caught.value)
     assert resource.getrlimit(resource.RLIMIT_NOFILE) == (soft, hard)
