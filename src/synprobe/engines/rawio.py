@@ -319,7 +319,10 @@ class SourceRouter:
         prefix = dst[:8] if v6 else dst[:3]
         found = self._cache.get(prefix)
         if found is None:
-            found = self._cache[prefix] = self._resolve(v6, dst)
+            found = self._resolve(v6, dst)
+            # A freebind source fails until it arrives (a VRRP failover): then retry each time.
+            if not (self.freebind and isinstance(found, int)):
+                self._cache[prefix] = found
         return found
 
     def _resolve(self, v6: bool, dst: bytes) -> tuple[bytes, str] | int:
