@@ -128,9 +128,9 @@ class ShakerEngine:
                 set_mark(sock, mark)
             except PermissionError:
                 raise EngineUnavailable(
-                    "a mark (SO_MARK) needs CAP_NET_ADMIN or CAP_NET_RAW (run as root, or grant "
-                    f"one with `setcap cap_net_admin+ep {os.path.realpath(sys.executable)}`), or "
-                    "drop the mark"
+                    "--mark needs CAP_NET_ADMIN or CAP_NET_RAW (run as root, or grant one with "
+                    f"`setcap cap_net_admin+ep {os.path.realpath(sys.executable)}`), or drop "
+                    "--mark"
                 ) from None
 
     def describe(self, target: Target) -> str:
