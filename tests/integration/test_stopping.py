@@ -103,8 +103,9 @@ def runs() -> Iterator[list[subprocess.Popen[str]]]:
 
 
 def _start(lab: Lab, runs: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[str]:
+    # A session of its own: a signal to its process group reaches the run and nothing else.
     proc = lab.popen("client", synprobe(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                     text=True)
+                     text=True, start_new_session=True)
     runs.append(proc)
     return proc
 
@@ -143,18 +144,25 @@ def _workers_of(pid: int, count: int) -> list[int]:
     return list(found)
 
 
-@pytest.mark.parametrize(("signum", "fmt"), [(signal.SIGTERM, "--json"), (signal.SIGINT, "--csv"),
-                                             (signal.SIGTERM, "--csv")])
+@pytest.mark.parametrize(("signum", "fmt", "group"), [
+    (signal.SIGTERM, "--json", False),  # `kill PID`: the parent alone
+    (signal.SIGINT, "--csv", True),  # Ctrl-C: the terminal signals every process of the group
+    (signal.SIGTERM, "--csv", False),
+])
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_stop_signal_stops_every_process_and_keeps_every_result(
-        lab: Lab, runs: list[subprocess.Popen[str]], engine: str, signum: int, fmt: str) -> None:
+        lab: Lab, runs: list[subprocess.Popen[str]], engine: str, signum: int, fmt: str,
+        group: bool) -> None:
     # 16,384 open targets at 4,000/s over 2 workers: ~4 s of work, stopped after ~0.3 s.
     with lab.capture("client") as cap:
         proc = _start(lab, runs, "--engine", engine, fmt, "--workers", "2", "--rate", "4000",
                       "-p", str(OPEN_PORT), "198.19.0.0/18")
         workers = _workers_of(proc.pid, 1)
         head = _wait_for_lines(proc, 300)
-        os.kill(proc.pid, signum)
+        if group:
+            os.killpg(proc.pid, signum)
+        else:
+            os.kill(proc.pid, signum)
         out, err = _rest(proc)
         stopped = time.time()
         lab.wait_for(lambda: not any(_alive(w) for w in workers), timeout=3.0,
