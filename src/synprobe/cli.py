@@ -348,12 +348,14 @@ def _report(args: argparse.Namespace, results: ResultStream, total: int, has_ipv
     codes = [EXIT_ALL_OPEN if tally.all_open() else EXIT_NOT_ALL_OPEN]
     if workers is not None:
         worker_codes, summaries = workers.join()
-        codes += worker_codes
+        codes += [128 - c if c < 0 else c for c in worker_codes]  # -N: ended by signal N
         for summary in summaries:
             tally.merge(summary)
             merge_stats(stats, summary["stats"])  # type: ignore[arg-type]
     summary = tally.summary(args.engine, stats)
-    interrupted = stops.signum
+    # A stop signal to this process, or to a worker alone (its rows are written, and it
+    # says nothing: the parent speaks for the run).
+    interrupted = stops.signum or next((c - 128 for c in codes[1:] if c > 128), None)
     # Only a deadline or a signal leaves checks unstarted; the parent's tally includes its
     # workers'.
     unprobed = 0

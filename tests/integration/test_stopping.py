@@ -209,3 +209,22 @@ def test_workers_die_with_a_killed_parent(lab: Lab, runs: list[subprocess.Popen[
     # A worker may finish the turn it was in when the signal came; nothing after it ended.
     assert syns_after(packets, ended) == 0
     assert ended - killed < 3.0
+
+
+def test_a_worker_killed_alone_is_reported_not_hidden(lab: Lab,
+                                                      runs: list[subprocess.Popen[str]]) -> None:
+    # Was: a worker's -9 from waitpid was max()ed with the parent's 0: exit 0, all open.
+    proc = _start(lab, runs, "--engine", "shaker", "--json", "--workers", "2", "--rate", "4000",
+                  "-p", str(OPEN_PORT), "198.19.0.0/18")
+    [worker] = _workers_of(proc.pid, 1)
+    head = _wait_for_lines(proc, 100)
+    os.kill(worker, signal.SIGKILL)
+    out, err = _rest(proc, timeout=30)
+    rows = len(head) + len(out.splitlines())
+    assert proc.returncode == 128 + signal.SIGKILL, err
+    assert err.count("interrupted") == 1 and "interrupted (SIGKILL)" in err
+    # The summary counts what it was told: a SIGKILLed worker hands back no summary, though
+    # the rows it wrote before are on stdout.
+    tallied = json.loads(err.splitlines()[-2])["summary"]["targets"]
+    assert f"{16_384 - tallied:,} of 16,384 checks were not completed" in err
+    assert tallied <= rows < 16_384
