@@ -10,6 +10,7 @@ from typing import Any
 
 from synprobe.engines.base import Engine, ProbeOptions
 from synprobe.errors import UsageError
+from synprobe.localaddr import check_source
 from synprobe.model import ProbeResult, Target
 from synprobe.registry import create_engine
 from synprobe.runner import EngineThread, ThrottledSource, close_run
@@ -36,6 +37,8 @@ def make_options(
         raise UsageError(f"concurrency must be at least 1, got {concurrency!r}")
     if rate is not None and not rate > 0:
         raise UsageError(f"rate must be positive (or None for no limit), got {rate!r}")
+    if source is not None:  # before anything is sent: an address of this host, or freebind
+        source = check_source(source, freebind=bool(engine_options.get("freebind")))
     return ProbeOptions(timeout, retries, concurrency, rate, source, dict(engine_options))
 
 
@@ -94,7 +97,9 @@ def probe(
     """Check one target, blocking until it is classified (at most timeout * (retries + 1)).
 
     `via` names a real server to check the target (a DSR VIP) through."""
-    options = make_options(timeout=timeout, retries=retries, source=source, **engine_options)
+    # One check needs one socket, not the default concurrency's worth of file descriptors.
+    options = make_options(timeout=timeout, retries=retries, source=source,
+                           **{"concurrency": 1, **engine_options})
     vias = parse_vias(via)
     # Parsed (and resolved) before the engine starts: nothing slow runs inside its loop.
     targets = list(iter_targets([target], vias))
@@ -161,6 +166,15 @@ class ResultStream(Iterator[ProbeResult]):
         """Start no more checks; those in flight still finish and are yielded, then the
         stream ends. Safe from any thread (e.g. a timer enforcing a deadline)."""
         self._thread.stop()
+
+    def stop_at(self, deadline: float) -> None:
+        """Start no check after `deadline` (a time.monotonic() value); like stop() then."""
+        self._source.stop_at(deadline)
+
+    def abort(self) -> None:
+        """End now: checks in flight are dropped unanswered (their sockets closed); results
+        already completed are still yielded, then the stream ends. Safe from a signal handler."""
+        self._source.abort()
 
     def close(self) -> None:
         """Stop starting checks, let those in flight finish, and wait for the engine to end."""

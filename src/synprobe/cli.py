@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import inspect
 import json
 import os
+import signal
 import socket
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +19,9 @@ from typing import Any, TextIO
 from synprobe.api import ResultStream, check_via_support, make_options, probe_many
 from synprobe.cli_args import Parser, VersionAction
 from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
+from synprobe.fdlimit import SHAKER_AUTO_MAX, cli_concurrency
+from synprobe.localaddr import check_source
+from synprobe.marks import parse_mark
 from synprobe.model import Target
 from synprobe.output import (
     CsvWriter,
@@ -31,6 +35,7 @@ from synprobe.output import (
 )
 from synprobe.registry import create_engine, engines
 from synprobe.space import DEFAULT_LIMIT
+from synprobe.stops import StopSignals
 from synprobe.targets import (
     Prepared,
     build_space,
@@ -40,6 +45,7 @@ from synprobe.targets import (
     parse_via,
     with_vias,
 )
+from synprobe.textsafe import visible
 from synprobe.wire.cookie import DEFAULT_PORT_HI, DEFAULT_PORT_LO
 from synprobe.workers import Workers, auto_workers
 
@@ -98,13 +104,21 @@ def build_parser(stdout: TextIO | None = None) -> argparse.ArgumentParser:
                    help="file of addresses/CIDRs/ranges never to probe")
     p.add_argument("--allow-large", action="store_true",
                    help="allow more than 65,536 targets")
-    p.add_argument("--source", metavar="IP", help="local address to send from")
+    p.add_argument("--source", metavar="IP", help="local address to send from: an address of "
+                   "this host (checked before anything is sent)")
+    p.add_argument("--freebind", action="store_true",
+                   help="with --source: allow an address this host does not hold yet, e.g. a "
+                   "VRRP backup's floating address (IP_FREEBIND)")
     p.add_argument("--timeout", type=float, default=0.5, metavar="S",
                    help="seconds each attempt waits for an answer (default 0.5)")
     p.add_argument("--retries", type=int, default=1, metavar="N",
                    help="extra attempts for unanswered targets (default 1)")
-    p.add_argument("--concurrency", type=int, default=1000, metavar="N",
-                   help="attempts in flight at once (default 1000)")
+    p.add_argument("--concurrency", type=int, default=None, metavar="N",
+                   help="attempts in flight at once, shared by the workers. Default, shaker: "
+                   "what the rate can keep busy (rate x timeout x attempts), at most "
+                   f"{SHAKER_AUTO_MAX:,} per process, the number of checks, and what the "
+                   "open-file limit allows (the soft limit is raised up to the hard one as "
+                   "needed); raw: 1,000")
     p.add_argument("--rate", type=float, default=DEFAULT_RATE, metavar="PPS",
                    help=f"SYNs per second at most (default {DEFAULT_RATE:,.0f}; 0 = no limit)")
     p.add_argument("--max-time", type=float, metavar="S",
@@ -127,13 +141,15 @@ def build_parser(stdout: TextIO | None = None) -> argparse.ArgumentParser:
     p.add_argument("--sport-range", metavar="LO-HI",
                    help="raw engine: source ports SYNs leave from (default 61000-65535; must "
                    "lie outside net.ipv4.ip_local_port_range)")
-    p.add_argument("--mark", type=int, metavar="N", help="SO_MARK for the probe sockets "
-                   "(policy routing; needs CAP_NET_ADMIN)")
+    p.add_argument("--mark", metavar="N", help="SO_MARK for the probe sockets, 0..4294967295 "
+                   "in decimal or hex (0x10) (policy routing; needs CAP_NET_ADMIN)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="processes to spread the run over, each probing a disjoint shard (raw "
                    "workers also split --sport-range); default: one per core, at most 4, for "
                    "runs of 20,000+ targets with either engine, else 1")
     p.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # set for worker processes
+    # The parent's --max-time as an absolute time.monotonic(): one deadline for every worker.
+    p.add_argument("--worker-deadline", type=float, help=argparse.SUPPRESS)
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be sent, send nothing (tcpdump-style lines; with "
                    "--json one JSON object per check)")
@@ -158,7 +174,7 @@ def _engine_options(args: argparse.Namespace) -> dict[str, object]:
             raise UsageError("--rst applies to the raw engine only")
         extra["rst"] = args.rst
     if args.mark is not None:
-        extra["mark"] = args.mark
+        extra["mark"] = parse_mark(args.mark)
     if args.via_mode is not None:
         if args.engine != "raw":
             raise UsageError("--via-mode applies to the raw engine only")
@@ -172,7 +188,35 @@ def _engine_options(args: argparse.Namespace) -> dict[str, object]:
     return extra
 
 
-def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> int:
+def _deadline(args: argparse.Namespace, started: float) -> float | None:
+    """The run's deadline as a time.monotonic() value, or None."""
+    if args.max_time is not None and not args.max_time > 0:
+        raise UsageError("--max-time must be a positive number of seconds")
+    if args.worker_deadline is not None:
+        return float(args.worker_deadline)
+    return None if args.max_time is None else started + args.max_time
+
+
+def _source(args: argparse.Namespace, extra: dict[str, object]) -> str | None:
+    """--source as the kernel will see it: an address of this host (or --freebind), checked
+    before anything is sent or printed, so that free text never reaches a result row."""
+    if args.freebind:
+        if args.source is None:
+            raise UsageError("--freebind applies to a --source address: give --source")
+        extra["freebind"] = True
+    if args.source is None:
+        return None
+    return check_source(args.source, freebind=args.freebind, name="--source",
+                        opt_in="--freebind")
+
+
+def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: TextIO,
+        stops: StopSignals) -> int:
+    deadline = _deadline(args, time.monotonic())
+    extra = _engine_options(args)
+    source = _source(args, extra)
+    if args.concurrency is not None and args.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
     ports = parse_ports(args.ports) if args.ports else None
     excludes = [e for arg in args.exclude for e in arg.split(",") if e.strip()]
     names: list[str] = []
@@ -185,6 +229,10 @@ def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: T
                         resolver=resolver)
     if len(space) == 0:
         raise UsageError("no targets to probe (all excluded, or none given; see --help)")
+    if source is not None and (":" in source) not in space.families:
+        v6 = ":" in source
+        raise UsageError(f"--source {source} is an IPv{6 if v6 else 4} address but every "
+                         f"target is IPv{4 if v6 else 6}")
     vias = [parse_via(v) for v in args.via]
     planned = len(space) * max(1, len(vias))
     if planned > DEFAULT_LIMIT and not args.allow_large:
@@ -192,12 +240,22 @@ def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: T
                          "if you mean it")
     if args.workers < 0:
         raise UsageError("--workers must be 0 (auto) or more")
-    if args.max_time is not None and not args.max_time > 0:
-        raise UsageError("--max-time must be a positive number of seconds")
     shard = parse_shard(args.shard) if args.shard else (0, 1)
     total = planned // shard[1]
-    options = dict(timeout=args.timeout, retries=args.retries, concurrency=args.concurrency,
-                   rate=args.rate or None, source=args.source, **_engine_options(args))
+    count = args.workers or auto_workers(args.engine, total)
+    rereadable = "-" not in args.input_list and not names
+    if count > 1 and args.workers and not rereadable:
+        raise UsageError("--workers: each worker reads the targets again, which cannot work "
+                         "with -iL - (stdin) or host names (resolved per process); give "
+                         "addresses or a file")
+    forking = count > 1 and args.worker_fd is None and rereadable
+    processes = count if forking else 1
+    # Sized per process, by the checks each will make (a one-target run needs one socket).
+    concurrency = cli_concurrency(
+        args.concurrency, engine=args.engine, workers=processes, checks=-(-total // processes),
+        rate=args.rate or None, timeout=args.timeout, attempts=max(1, args.retries + 1))
+    options = dict(timeout=args.timeout, retries=args.retries, concurrency=concurrency,
+                   rate=args.rate or None, source=source, **extra)
 
     engine = create_engine(args.engine, make_options(**options))
     try:
@@ -217,16 +275,13 @@ def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: T
 
     workers = None
     seed = args.seed
-    count = args.workers or auto_workers(args.engine, total)
-    rereadable = "-" not in args.input_list and not names
-    if count > 1 and args.workers and not rereadable:
-        raise UsageError("--workers: each worker reads the targets again, which cannot work "
-                         "with -iL - (stdin) or host names (resolved per process); give "
-                         "addresses or a file")
-    if count > 1 and args.worker_fd is None and rereadable:
+    if forking:
         port_ranges = _split_ports(args, count) if args.engine == "raw" else None
-        workers = Workers(argv, count, seed, shard, options["rate"], args.concurrency,
-                          port_ranges)
+        worker_argv = list(argv)
+        if deadline is not None:
+            worker_argv += ["--worker-deadline", repr(deadline)]
+        workers = Workers(worker_argv, count, seed, shard, options["rate"],  # type: ignore[arg-type]
+                          concurrency * count, port_ranges)
         seed, shard = workers.seed, workers.own_shard
         options.update(rate=workers.rate, concurrency=workers.concurrency)
         if port_ranges:
@@ -237,7 +292,17 @@ def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: T
         results = probe_many(Prepared(space.iter(seed, shard[0], shard[1])),
                              engine=args.engine, via=vias, **options)
         with results:
-            return _report(args, results, total, space.has_ipv6, workers, stdout, stderr)
+            if deadline is not None:
+                results.stop_at(deadline)
+
+            def stop(signum: int) -> None:  # in the signal handler: flags and kill() only
+                results.abort()
+                if workers is not None:
+                    workers.signal(signum)
+
+            stops.on_stop(stop)
+            return _report(args, results, total, space.has_ipv6, workers, stops, stdout,
+                           stderr)
     finally:
         if workers is not None:
             workers.terminate()  # only if we are leaving early; a no-op otherwise
@@ -272,7 +337,8 @@ def _split_ports(args: argparse.Namespace, count: int) -> list[str]:
 
 
 def _report(args: argparse.Namespace, results: ResultStream, total: int, has_ipv6: bool,
-            workers: Workers | None, stdout: TextIO, stderr: TextIO) -> int:
+            workers: Workers | None, stops: StopSignals, stdout: TextIO,
+            stderr: TextIO) -> int:
     is_worker = args.worker_fd is not None
     sink = LineSink(stdout, line_buffered=stdout.isatty())
     if args.json:
@@ -286,42 +352,52 @@ def _report(args: argparse.Namespace, results: ResultStream, total: int, has_ipv
     tally = Tally(total)
     progress = not args.quiet and not is_worker and stderr.isatty()
     next_progress = time.monotonic() + 1.0
-    deadline = None
-    if args.max_time is not None:
-        deadline = threading.Timer(args.max_time, results.stop)
-        deadline.daemon = True
-        deadline.start()
-    with results:
-        for result in results:
-            writer.write(result)
-            tally.add(result)
-            if progress and tally.done & 255 == 0 and time.monotonic() >= next_progress:
-                stderr.write(tally.progress_line())
-                stderr.flush()
-                next_progress = time.monotonic() + 0.5
-        stats = results.stats()
-    if deadline is not None:
-        deadline.cancel()
+    try:
+        with results:
+            # A stop signal ends this loop (results.abort()), never interrupts it: every
+            # result that completed is written.
+            for result in results:
+                writer.write(result)
+                tally.add(result)
+                if progress and tally.done & 255 == 0 and time.monotonic() >= next_progress:
+                    stderr.write(tally.progress_line())
+                    stderr.flush()
+                    next_progress = time.monotonic() + 0.5
+            stats = results.stats()
+    except BaseException:
+        with contextlib.suppress(OSError):  # what was written before a hard stop still counts
+            writer.finish()
+        raise
     writer.finish()
     codes = [EXIT_ALL_OPEN if tally.all_open() else EXIT_NOT_ALL_OPEN]
     if workers is not None:
         worker_codes, summaries = workers.join()
-        codes += worker_codes
+        codes += [128 - c if c < 0 else c for c in worker_codes]  # -N: ended by signal N
         for summary in summaries:
             tally.merge(summary)
             merge_stats(stats, summary["stats"])  # type: ignore[arg-type]
     summary = tally.summary(args.engine, stats)
-    # Only a deadline leaves checks unstarted; the parent's tally includes its workers'.
-    unprobed = max(0, total - tally.done) if args.max_time and not is_worker else 0
+    # A stop signal to this process, or to a worker alone (its rows are written, and it
+    # says nothing: the parent speaks for the run).
+    interrupted = stops.signum or next((c - 128 for c in codes[1:] if c > 128), None)
+    # Only a deadline or a signal leaves checks unstarted; the parent's tally includes its
+    # workers'.
+    unprobed = 0
+    if (args.max_time or interrupted) and not is_worker:
+        unprobed = max(0, total - tally.done)
     if is_worker:
-        with os.fdopen(args.worker_fd, "w") as pipe:
+        with contextlib.suppress(BrokenPipeError), os.fdopen(args.worker_fd, "w") as pipe:
             json.dump(summary, pipe)
-        return codes[0]
+        return codes[0] if interrupted is None else 128 + interrupted
     if not args.quiet:
         if progress:
             stderr.write("\r\033[K")
         stderr.write((json.dumps({"summary": summary}) if args.json else format_summary(summary))
                      + "\n")
+    if interrupted is not None:  # the one "interrupted" line of a run, workers' included
+        stderr.write(f"synprobe: interrupted ({signal.Signals(interrupted).name}): "
+                     f"{unprobed:,} of {total:,} checks were not completed\n")
+        return 128 + interrupted
     if unprobed:
         stderr.write(f"synprobe: --max-time reached: {unprobed:,} of {total:,} checks were not "
                      "started\n")
@@ -348,31 +424,40 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
     except SystemExit as exc:  # --help and --version (usage errors raise ArgumentError)
         return int(exc.code or 0) and EXIT_USAGE
     except UsageError as exc:  # one line naming the token, and a pointer to --help
-        stderr.write(f"synprobe: error: {exc}\n")
+        stderr.write(f"synprobe: error: {visible(str(exc))}\n")
         return EXIT_USAGE
+    is_worker = args.worker_fd is not None
+    # A worker ignores a second stop signal: a Ctrl-C reaches it from the terminal and again
+    # from its parent, and it must still hand back what it completed.
+    stops = StopSignals(insist_to_quit=not is_worker)
+    stops.install()
     try:
         if not args.targets and not args.input_list:
             raise UsageError("no targets given (see --help for examples)")
-        return run(args, argv, stdout, stderr)
+        return run(args, argv, stdout, stderr, stops)
     except UsageError as exc:
-        stderr.write(f"synprobe: error: {exc}\n")
+        stderr.write(f"synprobe: error: {visible(str(exc))}\n")
         return EXIT_USAGE
     except (EngineUnavailable, PermissionError) as exc:
-        stderr.write(f"synprobe: error: {exc}\n")
+        stderr.write(f"synprobe: error: {visible(str(exc))}\n")
         return EXIT_RUNTIME
     except SynprobeError as exc:
-        stderr.write(f"synprobe: error: {exc}\n")
+        stderr.write(f"synprobe: error: {visible(str(exc))}\n")
         return EXIT_RUNTIME
     except BrokenPipeError:  # the reader went away (| head): not worth a message
         return EXIT_RUNTIME
     except OSError as exc:
-        stderr.write(f"synprobe: error: {exc.strerror or exc}\n")
+        stderr.write(f"synprobe: error: {visible(str(exc.strerror or exc))}\n")
         return EXIT_RUNTIME
-    except KeyboardInterrupt:
-        stderr.write("synprobe: interrupted\n")
-        return 130
+    except KeyboardInterrupt as exc:  # a stop signal before the run could stop gracefully
+        signum = getattr(exc, "signum", signal.SIGINT)
+        if not is_worker:  # the parent speaks for the whole run: one line
+            stderr.write("synprobe: interrupted\n")
+        return 128 + signum
     except Exception:  # a bug: say so, with the traceback, and never exit 0/1 ("not open")
         stderr.write("synprobe: internal error (please report it):\n"
                      + traceback.format_exc())
         return EXIT_RUNTIME
+    finally:
+        stops.restore()
 

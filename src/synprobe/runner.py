@@ -13,11 +13,12 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 from synprobe.engines.base import Engine
 from synprobe.model import ProbeResult, Target
-from synprobe.sources import IterSource
+from synprobe.sources import ABORT, GO, NO_NEW, IterSource
 
 Deliver = Callable[[list[ProbeResult] | BaseException | None], None]
 
@@ -38,11 +39,34 @@ class ThrottledSource:
         self._backlog = 0
         self._starved = False
         self._stopped = False
+        self._aborted = False
+        # An absolute time.monotonic() (CLOCK_MONOTONIC is one clock for every process of the
+        # host, so forked workers share their parent's deadline): no check starts after it.
+        self._deadline: float | None = None
         self.wakeup_fd: int | None = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def admission(self) -> int:
+        """GO, NO_NEW (stopped, or past the deadline) or ABORT: read by the engine each turn.
+        Plain attribute reads: a flag set by another thread is seen on the next turn."""
+        if self._aborted:
+            return ABORT
+        if self._stopped:
+            return NO_NEW
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            self._stopped = True
+            return NO_NEW
+        return GO
+
+    def stop_at(self, deadline: float) -> None:
+        """Start no check after `deadline` (time.monotonic()); targets the engine pulled but
+        has not started by then are dropped."""
+        self._deadline = deadline
 
     def pull(self, limit: int) -> list[Target] | None:
         with contextlib.suppress(BlockingIOError):  # no wakeup pending
             os.eventfd_read(self.wakeup_fd)
+        if self.admission() != GO:
+            return None
         with self._lock:
             if self._stopped:
                 return None
@@ -69,6 +93,13 @@ class ThrottledSource:
         """Start no more checks; the engine finishes those in flight and ends."""
         with self._lock:
             self._stopped = True
+        self._wake()
+
+    def abort(self) -> None:
+        """End the run now: the engine closes what is in flight without waiting for answers.
+        Safe from a signal handler (the lock is reentrant)."""
+        with self._lock:
+            self._stopped = self._aborted = True
         self._wake()
 
     def _wake(self) -> None:
@@ -126,6 +157,9 @@ class EngineThread:
 
     def stop(self) -> None:
         self.source.stop()
+
+    def abort(self) -> None:
+        self.source.abort()
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)

@@ -11,11 +11,26 @@ from itertools import islice
 
 from synprobe.model import Target
 
+# What a source allows, asked by the engine once per turn of its loop (`source.admission()`):
+GO = 0  # start checks as usual
+NO_NEW = 1  # start no new check: targets pulled but not yet started are dropped (a deadline, a
+# stop); attempts of checks already started go on, and their results still come
+ABORT = 2  # end now (SIGINT/SIGTERM): close what is in flight (an open port's socket resets it)
+
+
+def always_go() -> int:
+    """`admission()` for a source without one."""
+    return GO
+
 
 class IterSource:
     """Feeds an engine from an iterable, lazily: never more than the engine asks for."""
 
     wakeup_fd = None
+
+    @staticmethod
+    def admission() -> int:
+        return GO
 
     def __init__(self, targets: Iterable[Target]) -> None:
         self._it = iter(targets)
@@ -54,6 +69,10 @@ class QueueSource:
             self._closed = True
         if self.wakeup_fd is not None:
             os.eventfd_write(self.wakeup_fd, 1)
+
+    @staticmethod
+    def admission() -> int:
+        return GO  # close() still probes what was queued before it
 
     def pull(self, limit: int) -> list[Target] | None:
         with contextlib.suppress(BlockingIOError):  # no wakeup pending

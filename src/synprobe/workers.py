@@ -8,10 +8,17 @@ probes the first slice itself. Forked, not spawned: a child starts probing at on
 parent idle at the end. The fork happens before the parent starts any thread. Workers write
 result lines straight to the shared stdout in whole-line chunks (see output.LineSink) and hand
 their summary back on a pipe.
+
+A worker never outlives its parent: it asks the kernel for SIGTERM when the parent dies
+(PR_SET_PDEATHSIG) right after the fork, and then checks that the parent is still the one that
+forked it, since the parent may have died before the request was made. SIGTERM stops a worker
+the way it stops the CLI: no new check, what completed is written, the summary is handed back.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import secrets
@@ -19,6 +26,8 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 AUTO_MIN_TARGETS = 20_000  # below this a second process costs more (its start-up) than it saves
 
@@ -53,6 +62,12 @@ class Workers:
         so a lock held by another would stay locked in the child forever)."""
         if threading.active_count() != 1:
             raise RuntimeError("workers must be forked before any thread starts")
+        # The parent-death signal fires when the *thread* that forked exits, not the process:
+        # fork from the main thread, which lives as long as the process.
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("workers must be forked from the main thread")
+        libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork: nothing to do after
+        parent = os.getpid()
         for worker, (index, part) in enumerate(self.shards[1:], start=1):
             read_end, write_end = os.pipe()
             argv = [*self._argv, "--workers", "1", "--seed", str(self.seed),
@@ -66,10 +81,13 @@ class Workers:
             if pid == 0:  # the worker: run, then leave without the parent's exit handlers
                 code = 3
                 try:
+                    die_with_parent(libc, parent)
                     os.close(read_end)
                     for _, other in self._children:
                         os.close(other)
                     code = run(argv)
+                except KeyboardInterrupt as exc:  # a signal before the worker's own handlers
+                    code = 128 + getattr(exc, "signum", signal.SIGINT)
                 finally:
                     os._exit(code)
             os.close(write_end)
@@ -91,6 +109,13 @@ class Workers:
         self._children.clear()
         return codes, summaries
 
+    def signal(self, signum: int) -> None:
+        """Pass a stop signal on to the workers (each then stops as the parent does)."""
+        for pid, _ in self._children:
+            # ProcessLookupError: it ended already (not reaped yet, so the PID is still ours)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
     def terminate(self) -> None:
         """End workers still running (we are leaving early) and reap them."""
         for pid, read_end in self._children:
@@ -101,3 +126,13 @@ class Workers:
                 pass
             os.close(read_end)
         self._children.clear()
+
+
+def die_with_parent(libc: ctypes.CDLL, parent: int) -> None:
+    """In a just-forked worker: SIGTERM when the parent dies, and leave now if it already has
+    (then the worker was re-parented, and getppid() is no longer `parent`)."""
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+    if os.getppid() != parent:
+        os._exit(128 + signal.SIGTERM)

@@ -33,11 +33,16 @@ class TargetSource(Protocol):
 
     `pull(n)` returns up to n targets ready now, `[]` when none are ready yet (wait for
     `wakeup_fd` to become readable, if it is not None), or None once no more will ever come.
+    `admission()`, asked once per loop turn, says whether checks may start (see
+    synprobe.sources: GO, NO_NEW, ABORT); an engine drops targets it pulled but has not
+    started once it says NO_NEW, and ends at once on ABORT.
     """
 
     wakeup_fd: int | None
 
     def pull(self, limit: int) -> list[Target] | None: ...
+
+    def admission(self) -> int: ...
 
 
 @runtime_checkable

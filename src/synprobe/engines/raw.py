@@ -55,6 +55,7 @@ from synprobe.engines.templates import load_template
 from synprobe.errors import EngineUnavailable, UsageError
 from synprobe.model import ProbeResult, State, Target, classify_errno
 from synprobe.pacing import Pacer
+from synprobe.sources import ABORT, NO_NEW, always_go
 from synprobe.wire.cookie import CookieKey
 from synprobe.wire.describe import describe, dry_run_json
 from synprobe.wire.replies import Invalid, Reply, match_reply
@@ -88,6 +89,17 @@ _PLAIN_LANES = {False: ("ip", False), True: ("ip", True)}
 Key = tuple[bytes, int, bytes]  # (packed address, port, packed real server or b"")
 
 
+def _drop_unsent(queue: deque[Probe], table: dict[Key, Probe]) -> None:
+    """Past a deadline: forget the probes whose first SYN has not left (retries stay)."""
+    kept = [p for p in queue if p[_ATTEMPT] > 0 or p[_DONE]]
+    for probe in queue:
+        if probe[_ATTEMPT] == 0 and not probe[_DONE]:
+            probe[_DONE] = True
+            del table[probe[_KEY]]
+    queue.clear()
+    queue.extend(kept)
+
+
 class RawEngine:
     name = "raw"
     supports_via = True
@@ -110,7 +122,8 @@ class RawEngine:
         self._socket = socket_factory
         self._io_factory = io_factory
         self._clock = clock
-        self._router = SourceRouter(options.source, self._mark, socket_factory)
+        self._router = SourceRouter(options.source, self._mark, socket_factory,
+                                    freebind=self.settings.freebind)
         self._templates: dict[tuple[bytes, bool], PacketTemplate] = {}
         self._builders: dict[bytes, Callable[[bytes, int, int, int], bytes]] = {}  # SYNs
         self._counters = dict.fromkeys(STATS + VIA_STATS, 0)
@@ -241,8 +254,14 @@ class RawEngine:
         # probes answered since, or sent again (a later `_SENT`), are skipped.
         deadlines: deque[tuple[float, float, list[Probe]]] = deque()
         exhausted = False
+        admission = getattr(source, "admission", always_go)
         while True:
             done: list[ProbeResult] = []
+            halt = admission()
+            if halt == ABORT:
+                return  # stopped by a signal: replies to SYNs out are the kernel's to reset
+            if halt == NO_NEW and queue:  # a deadline: SYNs not yet sent never are
+                _drop_unsent(queue, table)
             if not exhausted and len(table) < opts.concurrency:
                 pulled = source.pull(opts.concurrency - len(table))
                 if pulled is None:

@@ -12,6 +12,8 @@ import socket
 import struct
 from collections.abc import Callable, Sequence
 
+from synprobe.localaddr import set_freebind
+from synprobe.marks import set_mark
 from synprobe.wire.bpf import attach_filter, reply_filter
 
 SocketFactory = Callable[..., socket.socket]
@@ -230,7 +232,7 @@ class PacketIO:
         else:
             sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
         if mark is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+            set_mark(sock, mark)
         return sock
 
     def _receiver(self, port_lo: int, port_hi: int, factory: SocketFactory) -> socket.socket:
@@ -299,8 +301,10 @@ class SourceRouter:
     """
 
     def __init__(self, source: str | None, mark: int | None = None,
-                 socket_factory: SocketFactory = socket.socket, ttl: float = 10.0) -> None:
+                 socket_factory: SocketFactory = socket.socket, ttl: float = 10.0,
+                 freebind: bool = False) -> None:
         self.source = source
+        self.freebind = freebind
         self.mark = mark
         self.ttl = ttl
         self._factory = socket_factory
@@ -315,7 +319,10 @@ class SourceRouter:
         prefix = dst[:8] if v6 else dst[:3]
         found = self._cache.get(prefix)
         if found is None:
-            found = self._cache[prefix] = self._resolve(v6, dst)
+            found = self._resolve(v6, dst)
+            # A freebind source fails until it arrives (a VRRP failover): then retry each time.
+            if not (self.freebind and isinstance(found, int)):
+                self._cache[prefix] = found
         return found
 
     def _resolve(self, v6: bool, dst: bytes) -> tuple[bytes, str] | int:
@@ -327,9 +334,11 @@ class SourceRouter:
             with self._factory(family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
                 if self.mark is not None:
                     with contextlib.suppress(PermissionError):  # the raw sockets insist on it
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self.mark)
+                        set_mark(sock, self.mark)
                 if self.source is not None:
-                    sock.bind((self.source, 0))  # EADDRNOTAVAIL unless the address is ours
+                    if self.freebind:
+                        set_freebind(sock)
+                    sock.bind((self.source, 0))  # EADDRNOTAVAIL unless ours (or freebind)
                 sock.connect((socket.inet_ntop(family, dst), 9))
                 text = sock.getsockname()[0]
         except OSError as exc:

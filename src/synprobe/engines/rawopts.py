@@ -7,9 +7,10 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from synprobe.errors import UsageError
+from synprobe.marks import check_mark
 from synprobe.wire.cookie import DEFAULT_PORT_HI, DEFAULT_PORT_LO
 
-OPTIONS = frozenset({"rst", "port_lo", "port_hi", "sport_range", "mark", "via_mode"})
+OPTIONS = frozenset({"rst", "port_lo", "port_hi", "sport_range", "mark", "via_mode", "freebind"})
 VIA_MODES = ("l2", "ipip")
 
 
@@ -19,6 +20,7 @@ class RawSettings(NamedTuple):
     port_hi: int
     mark: int | None  # SO_MARK on the raw sockets (and the route lookups)
     via_mode: str = "l2"  # how checks through a real server (via) go: see rawvia
+    freebind: bool = False  # the source may be an address this host does not hold (yet)
 
 
 def parse_settings(extra: dict[str, object],
@@ -34,7 +36,7 @@ def parse_settings(extra: dict[str, object],
     if via_mode not in VIA_MODES:
         raise UsageError(f"via_mode must be 'l2' or 'ipip', got {via_mode!r}")
     try:
-        mark = None if extra.get("mark") is None else int(extra["mark"])  # type: ignore[call-overload]
+        mark = None if extra.get("mark") is None else check_mark(extra["mark"])
         if "sport_range" in extra:
             if "port_lo" in extra or "port_hi" in extra:
                 raise UsageError("give sport_range or port_lo/port_hi, not both")
@@ -55,7 +57,7 @@ def parse_settings(extra: dict[str, object],
             f"{ephemeral[1]} (net.ipv4.ip_local_port_range): a kernel socket could own a "
             f"probe's port; choose a range outside it (sport_range) or narrow it, e.g. "
             f"sysctl -w net.ipv4.ip_local_port_range=\"{ephemeral[0]} {lo - 1}\"")
-    return RawSettings(str(rst), lo, hi, mark, str(via_mode))
+    return RawSettings(str(rst), lo, hi, mark, str(via_mode), bool(extra.get("freebind")))
 
 
 class TokenBucket:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
 import select
 import socket
 import struct
@@ -23,8 +22,12 @@ from collections.abc import Callable, Iterator
 from synprobe.engines.base import ProbeOptions, TargetSource
 from synprobe.engines.tcpinfo import handshake
 from synprobe.errors import EngineUnavailable, UsageError
+from synprobe.fdlimit import check_descriptors
+from synprobe.localaddr import set_freebind
+from synprobe.marks import check_mark, set_mark
 from synprobe.model import ProbeResult, State, Target, classify_errno, classify_icmp
 from synprobe.pacing import Pacer
+from synprobe.sources import ABORT, NO_NEW, always_go
 from synprobe.wire.describe import dry_run_json
 
 # SO_LINGER {on, 0 s}: close() aborts the connection with a RST and frees it at once, so no
@@ -87,21 +90,6 @@ def _icmp_verdict(sock: socket.socket) -> tuple[State, str] | None:
     return None if icmp is None else classify_icmp(*icmp)
 
 
-def _ensure_descriptors(concurrency: int) -> None:
-    """Every attempt in flight is an open socket: raise the soft RLIMIT_NOFILE to fit them
-    (many systems default to 1,024), or say plainly why the concurrency cannot be had."""
-    need = concurrency + 64  # room for the epoll fd, stdio, the runner's eventfd, imports
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= need or soft == resource.RLIM_INFINITY:
-        return
-    if hard != resource.RLIM_INFINITY and hard < need:
-        raise UsageError(
-            f"--concurrency {concurrency} needs {need} open files but the hard limit is {hard} "
-            f"(ulimit -Hn); lower --concurrency or raise the limit"
-        )
-    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
-
-
 class ShakerEngine:
     name = "shaker"
 
@@ -122,13 +110,14 @@ class ShakerEngine:
         self.options = options
         self._socket = socket_factory
         self._clock = clock
-        _ensure_descriptors(options.concurrency)
-        unknown = set(options.extra) - {"mark"}
+        check_descriptors(options.concurrency)  # each attempt in flight is an open socket
+        unknown = set(options.extra) - {"mark", "freebind"}
         if unknown:
             raise UsageError(f"the shaker engine has no option {', '.join(sorted(unknown))}")
-        self._mark = options.extra.get("mark")
+        mark = options.extra.get("mark")
+        self._mark = None if mark is None else check_mark(mark)
         if self._mark is not None:
-            self._check_mark(int(self._mark))
+            self._check_mark(self._mark)
         # late_handshakes: open targets whose final ACK the kernel sent because this loop was
         # late (stopped or starved past the delayed-ACK window): those servers saw a connection.
         self._counters = {"sent": 0, "send_errors": 0, "retries": 0, "late_handshakes": 0}
@@ -144,7 +133,7 @@ class ShakerEngine:
         here, rather than failing every check."""
         with self._socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+                set_mark(sock, mark)
             except PermissionError:
                 raise EngineUnavailable(
                     "--mark needs CAP_NET_ADMIN or CAP_NET_RAW (run as root, or grant one with "
@@ -179,13 +168,15 @@ class ShakerEngine:
             # ends ~1 s later on the answer to the retransmitted SYN; measured on 6.18.
             sock.setsockopt(*_RECVERR[family], 1)
             if self._mark is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, int(self._mark))
+                set_mark(sock, self._mark)
             if self.options.source is not None:
                 # IP_BIND_ADDRESS_NO_PORT: bind() takes only the address and leaves the port to
                 # connect(), which picks one unique for the whole 4-tuple. A plain bind((ip, 0))
                 # reserves a port per socket from ip_local_port_range, and a health checker
                 # bound to one IP runs out of them ("address already in use").
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_BIND_ADDRESS_NO_PORT, 1)
+                if self.options.extra.get("freebind"):
+                    set_freebind(sock)  # the caller's opt-in: a source not (yet) ours
                 sock.bind((self.options.source, 0))
         except BaseException:
             sock.close()
@@ -209,9 +200,15 @@ class ShakerEngine:
             poller.register(wakeup, select.EPOLLIN | select.EPOLLET)
         exhausted = False
         counters = self._counters
+        admission = getattr(source, "admission", always_go)
         try:
             while True:
                 done: list[ProbeResult] = []
+                halt = admission()
+                if halt == ABORT:
+                    return  # the finally closes every socket: an answered one resets its peer
+                if halt == NO_NEW and retry:  # a deadline: first attempts not started never are
+                    retry = deque(r for r in retry if r[1] > 1)
                 # Start attempts: retries first (they are older), then new targets. At most
                 # START_BATCH per turn: answers to the first ones arrive while later ones start,
                 # and each needs its close() well inside the delayed-ACK window. Measured: one
