@@ -76,7 +76,7 @@ exit status:
   1    at least one target is not open, or left unprobed by --max-time
   2    usage error (bad target, port, option)
   3    runtime or permission error
-  130  interrupted
+  130  interrupted (Ctrl-C)     143  stopped by SIGTERM (completed rows are written first)
 """
 
 
