@@ -8,6 +8,7 @@ import io
 import os
 import re
 import socket
+import struct
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -245,12 +246,85 @@ def test_every_state_and_the_stats(net: FakeNet) -> None:
     assert {flags for _, flags in net.flags()} == {0x02}
 
 
-def test_retries_resend_the_same_syn(net: FakeNet) -> None:
+def syn_fields(packet: bytes) -> tuple[bytes, int, int, int]:
+    """(destination, source port, destination port, sequence number) of a SYN we sent."""
+    off = 40 if packet[0] >> 4 == 6 else 20
+    dst = packet[24:40] if off == 40 else packet[16:20]
+    sport, dport, seq = struct.unpack_from("!HHI", packet, off)
+    return dst, sport, dport, seq
+
+
+def test_each_retry_is_a_fresh_port_and_sequence_pair(net: FakeNet) -> None:
     eng = engine(io_factory=net, timeout=0.02, retries=3)
     [r] = run_all(eng, [Target("127.0.0.2", 82)]).values()
     assert (r.state, r.attempts) == (State.FILTERED, 4)
-    assert len(net.sent) == 4 and len(set(net.sent)) == 1
+    fields = [syn_fields(p) for p in net.sent]
+    assert len(fields) == 4 and {(d, dport) for d, _, dport, _ in fields} == {
+        (bytes([127, 0, 0, 2]), 82)}
+    assert len({(sport, seq) for _, sport, _, seq in fields}) == 4
     assert eng.stats()["retries"] == 3
+
+
+class Replayer:
+    """A peer that answers the first SYN to port 84 with a SYN-ACK, then drops SYNs to it,
+    replaying that first SYN-ACK to each later one (a late duplicate, or an attacker's
+    replay); other ports as `answer`."""
+
+    def __init__(self) -> None:
+        self.first: list[bytes] = []
+
+    def __call__(self, syn: bytes) -> list[bytes]:
+        if syn_fields(syn)[2] != 84:
+            return answer(syn)
+        if not self.first:
+            self.first = answer(syn[:22] + (80).to_bytes(2, "big") + syn[24:])
+            reply = bytearray(self.first[0])
+            reply[20:22] = (84).to_bytes(2, "big")  # from port 84; checksums are not read
+            self.first = [bytes(reply)]
+        return list(self.first)
+
+
+def run_prober(net: FakeNet, monkeypatch: pytest.MonkeyPatch, *targets: str,
+               **kw: Any) -> list[ProbeResult]:
+    monkeypatch.setitem(registry._registered, "rawfake",
+                        lambda options: RawEngine(options, io_factory=net,
+                                                  ephemeral_ports=lambda: NO_OVERLAP))
+    with Prober(engine="rawfake", **kw) as prober:
+        return [prober.probe(t) for t in targets]
+
+
+def test_an_earlier_checks_answer_never_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long-lived raw Prober: the port answered once, then drops SYNs. The replayed SYN-ACK
+    to the first check must not make the second and third read open."""
+    net = FakeNet(Replayer())
+    try:
+        first, second, third = run_prober(net, monkeypatch, *["127.0.0.2:84"] * 3,
+                                          timeout=0.05, retries=1)
+    finally:
+        net.close()
+    assert (first.state, first.attempts) == (State.OPEN, 1)
+    for later in (second, third):
+        assert (later.state, later.reason, later.attempts) == (State.FILTERED, "timeout", 2)
+    pairs = [(sport, seq) for _, sport, _, seq in map(syn_fields, net.sent)]
+    assert len(pairs) == 5 and len(set(pairs)) == 5  # no check reused an earlier pair
+
+
+def test_a_late_answer_to_an_earlier_attempt_counts_with_its_rtt(net: FakeNet) -> None:
+    """The first SYN's answer arrives only after the retry left: the check is open, after 2
+    attempts, and its RTT runs from the first SYN (it is at least the timeout)."""
+    held: list[bytes] = []
+
+    def late(syn: bytes) -> list[bytes]:
+        if not held:
+            held.extend(answer(syn))
+            return []
+        return held  # the retry's own answer never comes; the first one does now
+
+    net.responder = late
+    eng = engine(io_factory=net, timeout=0.05, retries=2)
+    [r] = run_all(eng, [Target("127.0.0.2", 80)]).values()
+    assert (r.state, r.attempts) == (State.OPEN, 2)
+    assert r.rtt is not None and r.rtt >= 0.05
 
 
 def test_invalid_and_duplicate_replies_are_counted_not_trusted() -> None:

@@ -4,9 +4,22 @@ keyed cookie, and every SYN-ACK answered with a RST.
 The packet work is pure and lives in `synprobe.wire` (templates, cookies, reply validation);
 the sockets live in `rawio`. This module is the loop between them. The only per-target state
 is the in-flight table, at most `concurrency` entries keyed by (packed address, port), which
-carries what a result reports: attempts, the send time for the RTT, retries, the deadline.
+carries what a result reports: attempts, the send time of each, retries, the deadline.
 A reply is trusted only if its cookie checks out; a valid reply for a target no longer in
 flight is a duplicate (or late) and counted, an invalid one is counted and dropped.
+
+Every attempt, retries included, takes a fresh cookie serial (`CookieKey.issue`): a new
+(source port, sequence number) pair that no earlier attempt to that target used in this
+engine's lifetime. A reply names the serial it answers, and counts only if that serial is one
+of the attempts of the check in flight; an answer to an earlier check of the same target
+(a late or replayed SYN-ACK, in a long-lived Prober) is a duplicate, never a verdict.
+
+RTT: from the attempt's send (the clock read just before the sendmmsg(2) call that carried
+it) to the kernel's receive time of its answer (SO_TIMESTAMPNS, per packet). Its resolution:
+a SYN's send time can be early by the time sendmmsg took for the SYNs before it in the same
+batch (up to 256 of them, ~4.5 µs each on veth, so up to ~1 ms at unlimited rate; one SYN
+per batch at low rates). Without a kernel stamp (checks through a real server, fakes) the
+receive time is when the batch of replies was read.
 
 RST: with `rst="kernel"` (the default) the SYN leaves from a port no local socket owns (the
 cookie's range, 61000-65535 by default, above ip_local_port_range), so the kernel itself
@@ -77,9 +90,13 @@ _ATTEMPT = 5  # SYNs sent so far (0 while waiting for the first)
 _SENT = 6  # the clock at the latest send
 _DONE = 7  # answered, failed or timed out: no longer in the table
 _TWINS = 8  # None, or the same target given again while this one is in flight
+_SERIAL = 9  # the cookie serial of the attempt `_MSG` carries (`CookieKey.issue`)
+_TRIES = 10  # (serial, send time) of every attempt sent: the answers that count, and the RTT
+_LOCAL = 11  # our packed address, for new cookies on retries
+_ROUTE = 12  # the ViaRoute of a check through a real server, else None
 Probe = list[Any]
-"""Retries resend the same SYN (same cookie), so an answer cannot say which attempt it
-answers: `_SENT` is the latest send, and a late answer to an earlier one reads a short RTT."""
+"""A retry sends a new SYN (a new cookie serial), so an answer says which attempt it answers
+and its RTT runs from that attempt's send."""
 
 _PLAIN_LANES = {False: ("ip", False), True: ("ip", True)}
 
@@ -148,13 +165,13 @@ class RawEngine:
                 route = self._via.route(target.via, v6, ask=False)
             except NeighbourUnresolved as exc:
                 return f"{target}: {exc}; a run would ask by {exc.how}"
-            seq, sport = self._key.derive(route.source, dst, target.port, route.via)
+            seq, sport, _ = self._key.issue(route.source, dst, target.port, route.via)
             syn = self._template(route.source, v6, False).build(dst, sport, target.port, seq)
             return f"{describe(syn)}, {route.describe()}"
         found = self._router.lookup(v6, dst, self._clock())
         if isinstance(found, int):
             return f"{target}: not sent, {classify_errno(found)[1]}"
-        seq, sport = self._key.derive(found[0], dst, target.port)
+        seq, sport, _ = self._key.issue(found[0], dst, target.port)
         return describe(self._template(found[0], v6, False).build(dst, sport, target.port, seq))
 
     def _template(self, source: bytes, v6: bool, rst: bool) -> PacketTemplate:
@@ -260,8 +277,9 @@ class RawEngine:
                 for probe in probes:
                     if probe[_DONE] or probe[_SENT] != sent:
                         continue
-                    if probe[_ATTEMPT] <= opts.retries:  # a blind retry: same SYN, same cookie
+                    if probe[_ATTEMPT] <= opts.retries:  # a blind retry, with a new cookie
                         counters["retries"] += 1
+                        self._reissue(probe)
                         retry.append(probe)
                     else:
                         del table[probe[_KEY]]
@@ -273,7 +291,7 @@ class RawEngine:
 
     def _admit(self, targets: list[Target], table: dict[Key, Probe],
                queue: deque[Probe], done: list[ProbeResult]) -> None:
-        pton, derive, lookup = socket.inet_pton, self._key.derive, self._router.lookup
+        pton, issue, lookup = socket.inet_pton, self._key.issue, self._router.lookup
         builders, now = self._builders, self._clock()  # one clock for the router's cache
         for target in targets:
             host, port, via = target
@@ -305,9 +323,9 @@ class RawEngine:
             build = builders.get(local)
             if build is None:
                 build = builders[local] = self._template(local, v6, False).build
-            seq, sport = derive(local, dst, port)
+            seq, sport, serial = issue(local, dst, port)
             probe = [target, key, (build(dst, sport, port, seq), dst), _PLAIN_LANES[v6], text,
-                     0, 0.0, False, None]
+                     0, 0.0, False, None, serial, [], local, None]
             table[key] = probe
             queue.append(probe)
 
@@ -341,16 +359,24 @@ class RawEngine:
                 twin[_TWINS] = []
             twin[_TWINS].append(target)
             return
-        seq, sport = self._key.derive(route.source, dst, target.port, route.via)
+        seq, sport, serial = self._key.issue(route.source, dst, target.port, route.via)
         syn = self._template(route.source, v6, False).build(dst, sport, target.port, seq)
         lane, out = lane_of(route, v6, dst)
         probe = [target, key, (route.wrap(syn), out), lane, route.source_text, 0, 0.0, False,
-                 None]
+                 None, serial, [], route.source, route]
         table[key] = probe
         salts = self._salts.setdefault((dst, target.port), [b""])
         if route.via not in salts:
             salts.insert(-1, route.via)
         queue.append(probe)
+
+    def _reissue(self, probe: Probe) -> None:
+        """The next attempt's SYN: same target, a new cookie serial (a new port/seq pair)."""
+        dst, port, salt = probe[_KEY]
+        local, route = probe[_LOCAL], probe[_ROUTE]
+        seq, sport, probe[_SERIAL] = self._key.issue(local, dst, port, salt)
+        syn = self._template(local, len(dst) == 16, False).build(dst, sport, port, seq)
+        probe[_MSG] = (syn, dst) if route is None else (route.wrap(syn), probe[_MSG][1])
 
     def _salts_for(self, remote: bytes, rport: int, lport: int) -> Iterable[bytes]:
         return self._salts.get((remote, rport), (b"",))
@@ -378,6 +404,7 @@ class RawEngine:
             for probe in probes:
                 probe[_ATTEMPT] += 1
                 probe[_SENT] = now
+                probe[_TRIES].append((probe[_SERIAL], now))
             # A local drop (TRANSIENT_ERRNOS) is a lost attempt: its deadline stays.
             deadlines.append((now + timeout, now, probes))
             for i, err in failed:
@@ -410,9 +437,12 @@ class RawEngine:
         name, results = self.name, done.append
         packets = io.receive(RECV_BATCH)
         now = self._clock()  # for the batch: it was queued by now
+        stamps = getattr(io, "stamps", None) if self._clock is time.monotonic else None
+        if not stamps or len(stamps) != len(packets):
+            stamps = [now] * len(packets)
         rsts: list[tuple[Reply, ViaRoute | None]] = []
         replies = invalid = duplicates = suppressed = 0
-        for packet in packets:
+        for packet, received in zip(packets, stamps, strict=True):
             reply = match_reply(packet, key)
             if reply is None:
                 continue  # not reply-shaped (the BPF filter lets little else through)
@@ -427,17 +457,21 @@ class RawEngine:
                 else:
                     suppressed += 1
             probe = table.get((reply[2], reply[3], b""))
-            if probe is None or probe[_ATTEMPT] == 0:
-                duplicates += 1  # answered already, or a previous run's reply
+            sent = None if probe is None else _sent_at(probe, reply[8])
+            if sent is None:
+                duplicates += 1  # answered already, an earlier check's reply, or a replay
                 continue
             del table[probe[_KEY]]
             probe[_DONE] = True
+            # A stamp of 0.0 (none), or one older than the send read (the answer came inside
+            # the sendmmsg call, on veth), falls back to the batch's time.
+            rtt = (received if received > sent else now) - sent
             if probe[_TWINS] is None:
                 t = probe[_TARGET]
-                results(ProbeResult(t.host, t.port, state, reply[1], now - probe[_SENT],
+                results(ProbeResult(t.host, t.port, state, reply[1], rtt,
                                     probe[_ATTEMPT], name, probe[_SOURCE], t.via))
             else:
-                self._finish(probe, state, reply[1], now - probe[_SENT], done)
+                self._finish(probe, state, reply[1], rtt, done)
         counters = self._counters
         counters["replies"] += replies
         counters["invalid"] += invalid
@@ -469,12 +503,13 @@ class RawEngine:
                 else:
                     counters["rsts_suppressed"] += 1
             probe = table.get((reply.remote, reply.port, reply.salt))
-            if probe is None or probe[_ATTEMPT] == 0:
-                counters["duplicates"] += 1  # answered already, or a previous run's reply
+            sent = None if probe is None else _sent_at(probe, reply.serial)
+            if sent is None:
+                counters["duplicates"] += 1  # answered already, or an earlier check's reply
                 continue
             del table[probe[_KEY]]
             probe[_DONE] = True
-            self._finish(probe, reply.state, reply.reason, clock() - probe[_SENT], done)
+            self._finish(probe, reply.state, reply.reason, clock() - sent, done)
         if rsts:
             self._send_rsts(io, rsts)
 
@@ -496,3 +531,12 @@ class RawEngine:
         for t in (probe[_TARGET], *(probe[_TWINS] or ())):
             done.append(ProbeResult(t.host, t.port, state, reason, rtt, probe[_ATTEMPT],
                                     self.name, probe[_SOURCE], t.via))
+
+
+def _sent_at(probe: Probe, serial: int) -> float | None:
+    """When the attempt with cookie `serial` of this check was sent; None if it is not one of
+    this check's attempts (an earlier check's, or a replay)."""
+    for tried, sent in probe[_TRIES]:
+        if tried == serial:
+            return sent
+    return None

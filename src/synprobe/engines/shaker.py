@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterator
 
 from synprobe.engines.base import ProbeOptions, TargetSource
 from synprobe.errors import EngineUnavailable, UsageError
-from synprobe.model import ProbeResult, State, Target, classify_errno, classify_icmp
+from synprobe.model import ProbeResult, State, Target, classify_errno
 from synprobe.pacing import Pacer
+from synprobe.wire.icmp import classify_icmp
 
 # SO_LINGER {on, 0 s}: close() aborts the connection with a RST and frees it at once, so no
 # TIME_WAIT is left behind and the server drops its half-open (SYN_RECV) entry.
@@ -257,10 +258,9 @@ class ShakerEngine:
                         # inside the kernel's ~200 ms delayed-ACK window.
                         sock.close()
                         state, reason = State.OPEN, "syn-ack"
-                    elif err == errno.ECONNREFUSED:
-                        sock.close()
-                        state, reason = State.CLOSED, "rst"
                     else:
+                        # ECONNREFUSED is a RST, or an ICMP port unreachable (a REJECT): the
+                        # error queue tells them apart, so both engines read it the same way.
                         verdict = _icmp_verdict(sock)
                         if verdict is None and err == 0:
                             inflight[fd] = att  # woken by nothing we understand: keep waiting
