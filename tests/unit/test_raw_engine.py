@@ -18,6 +18,7 @@ from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
 
 import synprobe.registry as registry
+from synprobe import __version__
 from synprobe.cli import main
 from synprobe.engines import raw
 from synprobe.engines.base import ProbeOptions
@@ -26,6 +27,8 @@ from synprobe.errors import EngineUnavailable, UsageError
 from synprobe.model import ProbeResult, State, Target
 from synprobe.prober import Prober
 from synprobe.sources import IterSource
+from synprobe.wire.packets import syn_packet
+from synprobe.wire.syn import PacketTemplate
 
 NO_OVERLAP = (32768, 60999)
 SYN_LINE = re.compile(
@@ -405,3 +408,28 @@ def test_prober_feeds_the_loop_through_the_wakeup_fd(net: FakeNet,
         assert prober.probe("127.0.0.2:80").state is State.OPEN
         assert prober.probe("[::1]:81").state is State.CLOSED  # after the loop went idle
         assert prober.stats()["sent"] == 2
+
+
+@pytest.mark.parametrize("kind", ["204 bytes", "IPv4 MF", "payload"])
+def test_a_planted_cache_entry_never_reaches_the_wire(
+        kind: str, net: FakeNet, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever sits in the template cache, the SYNs sent are synprobe's own encoding."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    good = PacketTemplate.from_packet(syn_packet("127.0.0.1"))
+    bad = bytearray(good.template)
+    if kind == "204 bytes":
+        bad += bytes(204 - len(bad))
+    elif kind == "IPv4 MF":
+        bad[6] |= 0x20
+    else:
+        bad += b"GET / HTTP/1.0\r\n\r\n"
+        bad[2:4] = len(bad).to_bytes(2, "big")
+    entry = tmp_path / "synprobe" / f"{__version__}-syn-7f000001.pkt"
+    entry.parent.mkdir()
+    entry.write_bytes(bytes(bad))
+    got = run_all(engine(io_factory=net), [Target("127.0.0.2", 80), Target("127.0.0.2", 81)])
+    assert [r.state for r in got.values()] == [State.OPEN, State.CLOSED]
+    assert len(net.sent) == 2
+    for packet in net.sent:
+        _, sport, dport, seq = syn_fields(packet)
+        assert packet == good.build(bytes([127, 0, 0, 2]), sport, dport, seq)

@@ -21,15 +21,16 @@ from typing import Any
 
 from synprobe.wire.checksum import MOD, ones_sum, pseudo_header_sum
 
-# Realistic Linux SYN defaults: window 64240 (44 * 1460) and wscale 7 are what a 6.x kernel
-# offers with default tcp_rmem; the options are in the order tcp_options_write() emits them.
-DEFAULT_WINDOW = 64240
-DEFAULT_TTL = 64
-DEFAULT_WSCALE = 7
-DEFAULT_TS_VAL = 1
-# MSS is the link MTU (1500) minus the IP and TCP headers, as Linux derives it per route.
-DEFAULT_MSS_V4 = 1460
-DEFAULT_MSS_V6 = 1440
+# Realistic Linux SYN defaults (see packets.py, the scapy-free encoder of the same bytes); the
+# options are in the order tcp_options_write() emits them.
+from synprobe.wire.packets import (  # re-exported: syn.py is where callers look
+    DEFAULT_MSS_V4,
+    DEFAULT_MSS_V6,
+    DEFAULT_TS_VAL,
+    DEFAULT_TTL,
+    DEFAULT_WINDOW,
+    DEFAULT_WSCALE,
+)
 
 _V4_HEADER = 20
 _V6_HEADER = 40
