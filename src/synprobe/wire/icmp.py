@@ -19,7 +19,8 @@ The reading follows nmap's SYN scan, with one state nmap lacks:
   packet's size, not the port. The kernel consumes them for path MTU discovery before a socket
   sees them (tcp_v4_err, tcp_v6_err), so the shaker's attempt times out; the raw engine
   ignores them too, and both report `filtered`, `timeout`. The kernel also ignores v4
-  unreachable codes above 15 (NR_ICMP_UNREACH); so does this table.
+  unreachable codes above 15 (NR_ICMP_UNREACH) and v4 fragment reassembly time exceeded
+  (11/1); so does this table.
 
 docs/engines-icmp.md has the whole table; tests/integration/test_icmp.py asserts it on the wire
 against both engines.
@@ -76,6 +77,10 @@ def classify_icmp(v6: bool, icmp_type: int, icmp_code: int) -> tuple[State, str]
             state = _U if icmp_type in ICMP6_ERRORS else None
     elif icmp_type == 3:
         state = _V4_UNREACH.get(icmp_code)
+    elif icmp_type == V4_TIME_EXCEEDED and icmp_code == 1:
+        # Fragment reassembly time exceeded: icmp_unreach() drops it before TCP sees it (a
+        # SYN is never fragmented, so it cannot be about ours).
+        state = None
     else:
         state = _U if icmp_type in ICMP4_ERRORS else None
     if state is None:
