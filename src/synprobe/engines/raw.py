@@ -87,11 +87,11 @@ _MSG = 2  # (packet, where it is sent): the batch entry, the same for every atte
 _LANE = 3  # how `packet` leaves: a raw IP socket's family, or an interface (`lane_of`)
 _SOURCE = 4  # our address as text, for the result
 _ATTEMPT = 5  # SYNs sent so far (0 while waiting for the first)
-_SENT = 6  # the clock at the latest send
+_SENT = 6  # the clock when the attempt `_SERIAL` names was sent; None until it is
 _DONE = 7  # answered, failed or timed out: no longer in the table
 _TWINS = 8  # None, or the same target given again while this one is in flight
 _SERIAL = 9  # the cookie serial of the attempt `_MSG` carries (`CookieKey.issue`)
-_TRIES = 10  # (serial, send time) of every attempt sent: the answers that count, and the RTT
+_TRIES = 10  # None, or (serial, send time) of the earlier attempts: their answers count too
 _LOCAL = 11  # our packed address, for new cookies on retries
 _ROUTE = 12  # the ViaRoute of a check through a real server, else None
 Probe = list[Any]
@@ -325,7 +325,7 @@ class RawEngine:
                 build = builders[local] = self._template(local, v6, False).build
             seq, sport, serial = issue(local, dst, port)
             probe = [target, key, (build(dst, sport, port, seq), dst), _PLAIN_LANES[v6], text,
-                     0, 0.0, False, None, serial, [], local, None]
+                     0, None, False, None, serial, None, local, None]
             table[key] = probe
             queue.append(probe)
 
@@ -362,8 +362,8 @@ class RawEngine:
         seq, sport, serial = self._key.issue(route.source, dst, target.port, route.via)
         syn = self._template(route.source, v6, False).build(dst, sport, target.port, seq)
         lane, out = lane_of(route, v6, dst)
-        probe = [target, key, (route.wrap(syn), out), lane, route.source_text, 0, 0.0, False,
-                 None, serial, [], route.source, route]
+        probe = [target, key, (route.wrap(syn), out), lane, route.source_text, 0, None, False,
+                 None, serial, None, route.source, route]
         table[key] = probe
         salts = self._salts.setdefault((dst, target.port), [b""])
         if route.via not in salts:
@@ -374,6 +374,10 @@ class RawEngine:
         """The next attempt's SYN: same target, a new cookie serial (a new port/seq pair)."""
         dst, port, salt = probe[_KEY]
         local, route = probe[_LOCAL], probe[_ROUTE]
+        if probe[_TRIES] is None:
+            probe[_TRIES] = []
+        probe[_TRIES].append((probe[_SERIAL], probe[_SENT]))
+        probe[_SENT] = None  # until the new attempt leaves
         seq, sport, probe[_SERIAL] = self._key.issue(local, dst, port, salt)
         syn = self._template(local, len(dst) == 16, False).build(dst, sport, port, seq)
         probe[_MSG] = (syn, dst) if route is None else (route.wrap(syn), probe[_MSG][1])
@@ -404,7 +408,6 @@ class RawEngine:
             for probe in probes:
                 probe[_ATTEMPT] += 1
                 probe[_SENT] = now
-                probe[_TRIES].append((probe[_SERIAL], now))
             # A local drop (TRANSIENT_ERRNOS) is a lost attempt: its deadline stays.
             deadlines.append((now + timeout, now, probes))
             for i, err in failed:
@@ -457,7 +460,12 @@ class RawEngine:
                 else:
                     suppressed += 1
             probe = table.get((reply[2], reply[3], b""))
-            sent = None if probe is None else _sent_at(probe, reply[8])
+            if probe is None:
+                sent = None
+            elif reply[8] == probe[_SERIAL]:  # the latest attempt: nearly always
+                sent = probe[_SENT]
+            else:
+                sent = _sent_earlier(probe, reply[8])
             if sent is None:
                 duplicates += 1  # answered already, an earlier check's reply, or a replay
                 continue
@@ -503,7 +511,12 @@ class RawEngine:
                 else:
                     counters["rsts_suppressed"] += 1
             probe = table.get((reply.remote, reply.port, reply.salt))
-            sent = None if probe is None else _sent_at(probe, reply.serial)
+            if probe is None:
+                sent = None
+            elif reply.serial == probe[_SERIAL]:
+                sent = probe[_SENT]
+            else:
+                sent = _sent_earlier(probe, reply.serial)
             if sent is None:
                 counters["duplicates"] += 1  # answered already, or an earlier check's reply
                 continue
@@ -533,10 +546,10 @@ class RawEngine:
                                     self.name, probe[_SOURCE], t.via))
 
 
-def _sent_at(probe: Probe, serial: int) -> float | None:
-    """When the attempt with cookie `serial` of this check was sent; None if it is not one of
-    this check's attempts (an earlier check's, or a replay)."""
-    for tried, sent in probe[_TRIES]:
+def _sent_earlier(probe: Probe, serial: int) -> float | None:
+    """When this check's earlier attempt with cookie `serial` was sent; None if no earlier
+    attempt had it (an earlier check's answer, or a replay)."""
+    for tried, sent in probe[_TRIES] or ():
         if tried == serial:
             return sent
     return None
