@@ -8,6 +8,8 @@ import os
 import pwd
 import random
 import resource
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -176,3 +178,19 @@ def test_a_full_disk_leaves_no_temporary_file(cache) -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert got.template == again.template == ours("198.18.0.1")
     assert list(cache.iterdir()) == []
+
+
+def test_a_relative_xdg_cache_home_is_ignored_by_scapys_import_too(tmp_path) -> None:
+    """A cold cache imports scapy, whose first import makes its folders from $XDG_*_HOME:
+    a relative value must not make it write into the current directory either."""
+    (tmp_path / "cwd").mkdir()
+    env = {**os.environ, "XDG_CACHE_HOME": "rel/cache", "XDG_CONFIG_HOME": "rel/config",
+           "HOME": str(tmp_path / "home")}
+    code = ("import os, sys; from synprobe.engines import templates;"
+            "templates.load_template('198.18.0.1', False);"
+            "assert 'scapy' in sys.modules and os.environ['XDG_CACHE_HOME'] == 'rel/cache'")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "cwd", env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert list((tmp_path / "cwd").iterdir()) == []
+    assert len(list((tmp_path / "home" / ".cache" / "synprobe").iterdir())) == 1
