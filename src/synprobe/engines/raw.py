@@ -165,13 +165,13 @@ class RawEngine:
                 route = self._via.route(target.via, v6, ask=False)
             except NeighbourUnresolved as exc:
                 return f"{target}: {exc}; a run would ask by {exc.how}"
-            seq, sport, _ = self._key.issue(route.source, dst, target.port, route.via)
+            seq, sport = self._key.derive(route.source, dst, target.port, route.via)
             syn = self._template(route.source, v6, False).build(dst, sport, target.port, seq)
             return f"{describe(syn)}, {route.describe()}"
         found = self._router.lookup(v6, dst, self._clock())
         if isinstance(found, int):
             return f"{target}: not sent, {classify_errno(found)[1]}"
-        seq, sport, _ = self._key.issue(found[0], dst, target.port)
+        seq, sport = self._key.derive(found[0], dst, target.port)
         return describe(self._template(found[0], v6, False).build(dst, sport, target.port, seq))
 
     def _template(self, source: bytes, v6: bool, rst: bool) -> PacketTemplate:

@@ -258,9 +258,13 @@ class ShakerEngine:
                         # inside the kernel's ~200 ms delayed-ACK window.
                         sock.close()
                         state, reason = State.OPEN, "syn-ack"
+                    elif err == errno.ECONNREFUSED:
+                        # A RST, or an ICMP port unreachable (a REJECT): the kernel gives both
+                        # this errno; the error queue tells them apart (see wire.icmp).
+                        verdict = _icmp_verdict(sock)
+                        sock.close()
+                        state, reason = verdict or (State.CLOSED, "rst")
                     else:
-                        # ECONNREFUSED is a RST, or an ICMP port unreachable (a REJECT): the
-                        # error queue tells them apart, so both engines read it the same way.
                         verdict = _icmp_verdict(sock)
                         if verdict is None and err == 0:
                             inflight[fd] = att  # woken by nothing we understand: keep waiting
