@@ -4,6 +4,10 @@ Run: PYTHONPATH=src python bench/wire_micro.py [--scapy]   (or after `pip instal
 
 Each figure is the best of several timeit repeats (the least disturbed run), per call.
 `--scapy` adds scapy building and dissecting the same packets, for scale.
+
+It also prices verifying a reply's TCP checksum, the figure behind the decision not to
+(docs/engines-icmp.md): the pseudo-header sum plus the segment's ones' complement sum, against
+the whole match.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
 from scapy.packet import Raw
 
-from synprobe.wire.checksum import checksum
+from synprobe.wire.checksum import MOD, checksum, ones_sum, pseudo_header_sum
 from synprobe.wire.cookie import CookieKey
 from synprobe.wire.describe import describe
 from synprobe.wire.replies import match_reply
@@ -39,7 +43,7 @@ def replies(key: CookieKey) -> dict[str, bytes]:
         (LOCAL6, REMOTE6, socket.AF_INET6, IPv6, "v6"),
     ):
         lo, re = socket.inet_pton(family, local), socket.inet_pton(family, remote)
-        seq, sport = key.derive(lo, re, 443)
+        seq, sport, _ = key.issue(lo, re, 443)
         syn = syn_template(local).build(re, sport, 443, seq)
         out[f"syn-ack {v}"] = bytes(
             ip(src=remote, dst=local) / TCP(sport=443, dport=sport, flags="SA", ack=seq + 1)
@@ -55,6 +59,18 @@ def replies(key: CookieKey) -> dict[str, bytes]:
     return out
 
 
+def tcp_checksum_ok(packet: bytes) -> bool:
+    """Whether a reply's TCP checksum holds: what an engine verifying checksums would add."""
+    if packet[0] >> 4 == 4:
+        ihl, end = (packet[0] & 0x0F) * 4, int.from_bytes(packet[2:4], "big")
+        src, dst = packet[12:16], packet[16:20]
+    else:
+        ihl, end = 40, 40 + int.from_bytes(packet[4:6], "big")
+        src, dst = packet[8:24], packet[24:40]
+    segment = packet[ihl:end]
+    return (pseudo_header_sum(src, dst, len(segment)) + ones_sum(segment)) % MOD == 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scapy", action="store_true", help="also time scapy, for scale")
@@ -68,7 +84,7 @@ def main() -> None:
     syn4 = t4.build(r4, 61000, 443, 1)
 
     def probe4() -> bytes:  # what the engine pays per SYN: cookie, then packet
-        seq, sport = key.derive(l4, r4, 443)
+        seq, sport, _ = key.issue(l4, r4, 443)
         return t4.build(r4, sport, 443, seq)
 
     rows: list[tuple[str, Callable[[], object]]] = [
@@ -80,16 +96,26 @@ def main() -> None:
         ("build RST v4", lambda: rst4.build(r4, 61000, 443, 123456789)),
         ("derive + build SYN v4", probe4),
     ]
-    rows += [(f"match {name}", lambda p=p: match_reply(p, key)) for name, p in replies(key).items()]
+    answers = replies(key)
+    rows += [(f"match {name}", lambda p=p: match_reply(p, key)) for name, p in answers.items()]
+    for v in ("v4", "v6"):
+        packet = answers[f"syn-ack {v}"]
+        assert tcp_checksum_ok(packet)
+        rows.append((f"verify TCP checksum syn-ack {v}", lambda p=packet: tcp_checksum_ok(p)))
     rows.append(("describe SYN v4 (dry run)", lambda: describe(syn4)))
     if args.scapy:
         rows += [
             ("scapy: build SYN v4", lambda: bytes(IP(dst=REMOTE4) / TCP(flags="S", options=[]))),
             ("scapy: dissect SYN v4", lambda: IP(syn4)),
         ]
+    figures: dict[str, float] = {}
     for name, fn in rows:
         calls = n if not name.startswith("scapy") else max(n // 200, 100)
-        print(f"{name:32s} {per_call_us(fn, calls):8.3f} µs")
+        figures[name] = per_call_us(fn, calls)
+        print(f"{name:32s} {figures[name]:8.3f} µs")
+    for v in ("v4", "v6"):
+        ratio = figures[f"verify TCP checksum syn-ack {v}"] / figures[f"match syn-ack {v}"]
+        print(f"checksum verification / match, syn-ack {v}: {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -84,14 +84,3 @@ def classify_errno(code: int) -> tuple[State, str]:
     if code == errno.ETIMEDOUT:
         return State.FILTERED, "timeout"
     return State.ERROR, name
-
-
-# ICMP (type, code) pairs that mean "unreachable" for a TCP probe; anything else quoting our
-# SYN (time exceeded, parameter problem) is still evidence the probe did not get through.
-def classify_icmp(v6: bool, icmp_type: int, icmp_code: int) -> tuple[State, str]:
-    reason = f"icmp{'6' if v6 else ''}-{icmp_type}-{icmp_code}"
-    if not v6 and icmp_type == 3 and icmp_code == 3:
-        return State.CLOSED, reason  # port unreachable: what a kernel says for a closed port
-    if v6 and icmp_type == 1 and icmp_code == 4:
-        return State.CLOSED, reason
-    return State.UNREACHABLE, reason

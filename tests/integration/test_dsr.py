@@ -36,6 +36,7 @@ pytestmark = pytest.mark.netns
 
 RS = ("rs1", "rs2")
 KEY = CookieKey()
+KEY.issue(bytes(4), bytes(4), 0)  # serial 0 is issued: the SYNs below are derive()d as it
 
 
 def pton(text: str) -> bytes:

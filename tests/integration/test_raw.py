@@ -12,6 +12,7 @@ import shlex
 import socket
 import subprocess
 import sys
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -57,9 +58,10 @@ def attempts(state: str) -> int:
 
 
 def wire(state: str, reason: str) -> list[tuple[str, str]]:
-    """One target's packets on the client veth: a filtered one is re-sent, blind, once."""
+    """One flow's packets on the client veth. A filtered target is re-sent, blind, once: each
+    attempt from its own (port, sequence) pair, so as a flow of its own."""
     return {"open": HALF_OPEN, "closed": [("out", "S"), ("in", "RA")],
-            "filtered": [("out", "S")] * attempts(state),
+            "filtered": [("out", "S")],
             "unreachable": [("out", "S"), ("in", reason)]}[state]
 
 
@@ -75,11 +77,13 @@ def check_rows(rows: list[dict[str, Any]], want: dict[Target, tuple[str, str]],
 
 
 def check_wire(cap: Capture, want: dict[Target, tuple[str, str]]) -> None:
-    """Exactly one flow per target, with exactly the packets its verdict stands for; the RST of
-    an open port continues our SYN (seq = SYN-ACK's ack); no ACK ever leaves."""
+    """One flow per attempt (one per target, a filtered one's retry aside), with exactly the
+    packets its verdict stands for; the RST of an open port continues our SYN (seq = SYN-ACK's
+    ack); no ACK ever leaves."""
     assert cap.dropped == 0
     flows = cap.flows()
-    assert {(k.server, k.server_port) for k in flows} == {(t.host, t.port) for t in want}
+    per_target = Counter((k.server, k.server_port) for k in flows)
+    assert per_target == {(t.host, t.port): attempts(state) for t, (state, _) in want.items()}
     for key, seq in flows.items():
         state, reason = want[Target(key.server, key.server_port)]
         assert seq == wire(state, reason), (key, seq)

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from synprobe.model import ProbeResult, State, Target, classify_errno, classify_icmp
+from synprobe.model import ProbeResult, State, Target, classify_errno
 
 
 def test_state_values_are_the_documented_strings() -> None:
@@ -45,20 +45,6 @@ def test_to_dict_is_the_json_form() -> None:
 )
 def test_classify_errno(code: int, state: State, reason: str) -> None:
     assert classify_errno(code) == (state, reason)
-
-
-@pytest.mark.parametrize(
-    ("v6", "t", "c", "state", "reason"),
-    [
-        (False, 3, 1, State.UNREACHABLE, "icmp-3-1"),
-        (False, 3, 13, State.UNREACHABLE, "icmp-3-13"),
-        (False, 3, 3, State.CLOSED, "icmp-3-3"),
-        (True, 1, 3, State.UNREACHABLE, "icmp6-1-3"),
-        (True, 1, 4, State.CLOSED, "icmp6-1-4"),
-    ],
-)
-def test_classify_icmp(v6: bool, t: int, c: int, state: State, reason: str) -> None:
-    assert classify_icmp(v6, t, c) == (state, reason)
 
 
 def test_target_str_brackets_v6() -> None:

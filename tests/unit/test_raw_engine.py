@@ -8,6 +8,7 @@ import io
 import os
 import re
 import socket
+import struct
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,6 +18,7 @@ from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
 
 import synprobe.registry as registry
+from synprobe import __version__
 from synprobe.cli import main
 from synprobe.engines import raw
 from synprobe.engines.base import ProbeOptions
@@ -25,6 +27,8 @@ from synprobe.errors import EngineUnavailable, UsageError
 from synprobe.model import ProbeResult, State, Target
 from synprobe.prober import Prober
 from synprobe.sources import IterSource
+from synprobe.wire.packets import syn_packet
+from synprobe.wire.syn import PacketTemplate
 
 NO_OVERLAP = (32768, 60999)
 SYN_LINE = re.compile(
@@ -245,12 +249,85 @@ def test_every_state_and_the_stats(net: FakeNet) -> None:
     assert {flags for _, flags in net.flags()} == {0x02}
 
 
-def test_retries_resend_the_same_syn(net: FakeNet) -> None:
+def syn_fields(packet: bytes) -> tuple[bytes, int, int, int]:
+    """(destination, source port, destination port, sequence number) of a SYN we sent."""
+    off = 40 if packet[0] >> 4 == 6 else 20
+    dst = packet[24:40] if off == 40 else packet[16:20]
+    sport, dport, seq = struct.unpack_from("!HHI", packet, off)
+    return dst, sport, dport, seq
+
+
+def test_each_retry_is_a_fresh_port_and_sequence_pair(net: FakeNet) -> None:
     eng = engine(io_factory=net, timeout=0.02, retries=3)
     [r] = run_all(eng, [Target("127.0.0.2", 82)]).values()
     assert (r.state, r.attempts) == (State.FILTERED, 4)
-    assert len(net.sent) == 4 and len(set(net.sent)) == 1
+    fields = [syn_fields(p) for p in net.sent]
+    assert len(fields) == 4 and {(d, dport) for d, _, dport, _ in fields} == {
+        (bytes([127, 0, 0, 2]), 82)}
+    assert len({(sport, seq) for _, sport, _, seq in fields}) == 4
     assert eng.stats()["retries"] == 3
+
+
+class Replayer:
+    """A peer that answers the first SYN to port 84 with a SYN-ACK, then drops SYNs to it,
+    replaying that first SYN-ACK to each later one (a late duplicate, or an attacker's
+    replay); other ports as `answer`."""
+
+    def __init__(self) -> None:
+        self.first: list[bytes] = []
+
+    def __call__(self, syn: bytes) -> list[bytes]:
+        if syn_fields(syn)[2] != 84:
+            return answer(syn)
+        if not self.first:
+            self.first = answer(syn[:22] + (80).to_bytes(2, "big") + syn[24:])
+            reply = bytearray(self.first[0])
+            reply[20:22] = (84).to_bytes(2, "big")  # from port 84; checksums are not read
+            self.first = [bytes(reply)]
+        return list(self.first)
+
+
+def run_prober(net: FakeNet, monkeypatch: pytest.MonkeyPatch, *targets: str,
+               **kw: Any) -> list[ProbeResult]:
+    monkeypatch.setitem(registry._registered, "rawfake",
+                        lambda options: RawEngine(options, io_factory=net,
+                                                  ephemeral_ports=lambda: NO_OVERLAP))
+    with Prober(engine="rawfake", **kw) as prober:
+        return [prober.probe(t) for t in targets]
+
+
+def test_an_earlier_checks_answer_never_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long-lived raw Prober: the port answered once, then drops SYNs. The replayed SYN-ACK
+    to the first check must not make the second and third read open."""
+    net = FakeNet(Replayer())
+    try:
+        first, second, third = run_prober(net, monkeypatch, *["127.0.0.2:84"] * 3,
+                                          timeout=0.05, retries=1)
+    finally:
+        net.close()
+    assert (first.state, first.attempts) == (State.OPEN, 1)
+    for later in (second, third):
+        assert (later.state, later.reason, later.attempts) == (State.FILTERED, "timeout", 2)
+    pairs = [(sport, seq) for _, sport, _, seq in map(syn_fields, net.sent)]
+    assert len(pairs) == 5 and len(set(pairs)) == 5  # no check reused an earlier pair
+
+
+def test_a_late_answer_to_an_earlier_attempt_counts_with_its_rtt(net: FakeNet) -> None:
+    """The first SYN's answer arrives only after the retry left: the check is open, after 2
+    attempts, and its RTT runs from the first SYN (it is at least the timeout)."""
+    held: list[bytes] = []
+
+    def late(syn: bytes) -> list[bytes]:
+        if not held:
+            held.extend(answer(syn))
+            return []
+        return held  # the retry's own answer never comes; the first one does now
+
+    net.responder = late
+    eng = engine(io_factory=net, timeout=0.05, retries=2)
+    [r] = run_all(eng, [Target("127.0.0.2", 80)]).values()
+    assert (r.state, r.attempts) == (State.OPEN, 2)
+    assert r.rtt is not None and r.rtt >= 0.05
 
 
 def test_invalid_and_duplicate_replies_are_counted_not_trusted() -> None:
@@ -331,3 +408,28 @@ def test_prober_feeds_the_loop_through_the_wakeup_fd(net: FakeNet,
         assert prober.probe("127.0.0.2:80").state is State.OPEN
         assert prober.probe("[::1]:81").state is State.CLOSED  # after the loop went idle
         assert prober.stats()["sent"] == 2
+
+
+@pytest.mark.parametrize("kind", ["204 bytes", "IPv4 MF", "payload"])
+def test_a_planted_cache_entry_never_reaches_the_wire(
+        kind: str, net: FakeNet, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever sits in the template cache, the SYNs sent are synprobe's own encoding."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    good = PacketTemplate.from_packet(syn_packet("127.0.0.1"))
+    bad = bytearray(good.template)
+    if kind == "204 bytes":
+        bad += bytes(204 - len(bad))
+    elif kind == "IPv4 MF":
+        bad[6] |= 0x20
+    else:
+        bad += b"GET / HTTP/1.0\r\n\r\n"
+        bad[2:4] = len(bad).to_bytes(2, "big")
+    entry = tmp_path / "synprobe" / f"{__version__}-syn-7f000001.pkt"
+    entry.parent.mkdir()
+    entry.write_bytes(bytes(bad))
+    got = run_all(engine(io_factory=net), [Target("127.0.0.2", 80), Target("127.0.0.2", 81)])
+    assert [r.state for r in got.values()] == [State.OPEN, State.CLOSED]
+    assert len(net.sent) == 2
+    for packet in net.sent:
+        _, sport, dport, seq = syn_fields(packet)
+        assert packet == good.build(bytes([127, 0, 0, 2]), sport, dport, seq)

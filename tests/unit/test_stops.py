@@ -65,7 +65,11 @@ def test_the_raw_engine_never_sends_what_it_pulled_after_the_deadline() -> None:
     # nothing else is sent or reported.
     assert [(r.host, r.state.value, r.attempts) for r in results] == [
         ("127.0.0.2", "filtered", 2)]
-    assert len(net.sent) == 2 and net.sent[0] == net.sent[1]
+    assert len(net.sent) == 2
+    first, retry = net.sent
+    assert first[16:20] == retry[16:20] == bytes([127, 0, 0, 2])  # the same target ...
+    assert first[22:24] == retry[22:24] == (82).to_bytes(2, "big")
+    assert (first[20:22], first[24:28]) != (retry[20:22], retry[24:28])  # ... a fresh attempt
 
 
 def test_a_source_past_its_deadline_admits_nothing() -> None:

@@ -78,3 +78,42 @@ def test_bad_key_is_refused() -> None:
         CookieKey(b"")
     with pytest.raises(ValueError):
         CookieKey(bytes(33))
+
+
+@pytest.mark.parametrize("span", [(61000, 65535), (1024, 1024), (40000, 40002)])
+def test_each_attempt_gets_a_pair_no_earlier_one_had(span: tuple[int, int]) -> None:
+    """Ports repeat (a one-port range has only one); the (port, seq) pair never does, and the
+    reply's pair names the attempt."""
+    key = CookieKey(b"s" * 16, *span)
+    target = (LOCAL4, bytes([198, 18, 0, 2]), 80)
+    issued = [key.issue(*target) for _ in range(20000)]
+    assert [serial for _, _, serial in issued] == list(range(20000))
+    assert len({(seq, port) for seq, port, _ in issued}) == 20000
+    if span[0] == span[1]:
+        assert {port for _, port, _ in issued} == {span[0]}
+    for seq, port, serial in issued[::997]:
+        assert key.serial_of(*target, seq, port) == serial
+        assert key.derive(*target, serial=serial) == (seq, port)
+
+
+def test_pairs_never_issued_are_refused() -> None:
+    key = CookieKey(b"t" * 16)
+    target = (LOCAL6, bytes(15) + b"\x07", 443)
+    assert key.serial_of(*target, *key.derive(*target)) is None  # serial 0, not issued yet
+    seq, port, serial = key.issue(*target)
+    assert key.serial_of(*target, seq, port) == serial == 0
+    nxt = key.derive(*target, serial=1)
+    assert key.serial_of(*target, *nxt) is None  # the next one is not issued yet
+    assert key.serial_of(*target, seq, port, b"\x01" * 4) is None  # another salt
+    assert key.serial_of(*target, seq, 60000) is None  # outside our range
+    rng = random.Random(3)
+    forged = [key.serial_of(*target, rng.getrandbits(32), rng.randrange(61000, 65536))
+              for _ in range(20000)]
+    assert forged.count(None) == 20000
+
+
+def test_a_spent_serial_space_starts_a_new_key() -> None:
+    key = CookieKey(b"u" * 16, 1024, 1024)
+    key.issued = key.limit  # 2**32 attempts with a one-port range
+    assert key.issue(LOCAL4, bytes(4), 80)[2] == 0
+    assert key.key != b"u" * 16 and key.issued == 1

@@ -8,7 +8,13 @@ from typing import Any, NamedTuple
 
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoReply, ICMPv6TimeExceeded, IPv6
+from scapy.layers.inet6 import (
+    ICMPv6DestUnreach,
+    ICMPv6EchoReply,
+    ICMPv6ParamProblem,
+    ICMPv6TimeExceeded,
+    IPv6,
+)
 from scapy.packet import Raw
 
 from synprobe.model import State
@@ -17,6 +23,7 @@ from synprobe.wire.replies import (
     INVALID_ICMP,
     INVALID_RST,
     INVALID_SYN_ACK,
+    SNAP,
     Invalid,
     Reply,
     match_reply,
@@ -35,6 +42,7 @@ class Probe(NamedTuple):
     sport: int
     seq: int
     syn: bytes  # the SYN's bytes, IP header first
+    serial: int = 0  # the cookie serial it was issued
 
     @property
     def v6(self) -> bool:
@@ -44,8 +52,9 @@ class Probe(NamedTuple):
 def probe(local: str, remote: str, port: int, key: CookieKey = KEY) -> Probe:
     family = socket.AF_INET6 if ":" in local else socket.AF_INET
     lo, re = socket.inet_pton(family, local), socket.inet_pton(family, remote)
-    seq, sport = key.derive(lo, re, port)
-    return Probe(local, remote, port, sport, seq, syn_template(local).build(re, sport, port, seq))
+    seq, sport, serial = key.issue(lo, re, port)
+    return Probe(local, remote, port, sport, seq, syn_template(local).build(re, sport, port, seq),
+                 serial)
 
 
 P4 = probe("192.0.2.1", "198.51.100.7", 443)
@@ -79,14 +88,15 @@ def icmp_error(p: Probe, icmp_type: int, code: int, quote: bytes | None = None, 
     router = "2001:db8:aaaa::1" if p.v6 else "203.0.113.1"
     if not p.v6:
         return bytes(ip_to_us(p, src=router, **ip) / ICMP(type=icmp_type, code=code) / quoted)
-    layer = {1: ICMPv6DestUnreach, 3: ICMPv6TimeExceeded}[icmp_type](code=code)
+    layer = {1: ICMPv6DestUnreach, 3: ICMPv6TimeExceeded,
+             4: ICMPv6ParamProblem}[icmp_type](code=code)
     return bytes(ip_to_us(p, src=router, **ip) / layer / quoted)
 
 
 def verdict(p: Probe, state: State, reason: str, ack: int | None = None) -> Reply:
     family = socket.AF_INET6 if p.v6 else socket.AF_INET
     local, remote = socket.inet_pton(family, p.local), socket.inet_pton(family, p.remote)
-    return Reply(state, reason, remote, p.port, p.sport, ack, local)
+    return Reply(state, reason, remote, p.port, p.sport, ack, local, b"", p.serial)
 
 
 def other_port(p: Probe) -> int:
@@ -111,6 +121,10 @@ def opened(p: Probe) -> Reply:
 
 def unreachable(p: Probe, reason: str) -> Reply:
     return verdict(p, State.UNREACHABLE, reason)
+
+
+def filtered(p: Probe, reason: str) -> Reply:
+    return verdict(p, State.FILTERED, reason)
 
 
 def closed(p: Probe, reason: str = "rst") -> Reply:
@@ -154,8 +168,10 @@ CASES += [
     ("v4 syn-ack with IP options", syn_ack(P4, options=b"\x01" * 4), opened(P4)),
     ("v4 rst with ethernet padding", rst(P4) + bytes(6), closed(P4)),
     ("v4 icmp host unreachable", icmp_error(P4, 3, 1), unreachable(P4, "icmp-3-1")),
-    ("v4 icmp port unreachable", icmp_error(P4, 3, 3), closed(P4, "icmp-3-3")),
-    ("v4 icmp admin prohibited", icmp_error(P4, 3, 13), unreachable(P4, "icmp-3-13")),
+    ("v4 icmp port unreachable", icmp_error(P4, 3, 3), filtered(P4, "icmp-3-3")),
+    ("v4 icmp admin prohibited", icmp_error(P4, 3, 13), filtered(P4, "icmp-3-13")),
+    ("v4 icmp fragmentation needed: path MTU, no verdict", icmp_error(P4, 3, 4), None),
+    ("v4 icmp parameter problem", icmp_error(P4, 12, 0), unreachable(P4, "icmp-12-0")),
     ("v4 icmp time exceeded", icmp_error(P4, 11, 0), unreachable(P4, "icmp-11-0")),
     (
         "v4 icmp quoting 8 bytes of tcp",
@@ -168,8 +184,9 @@ CASES += [
     ("v4 icmp quoting udp", icmp_error(P4, 3, 3, UDP_OF_OURS), None),
     ("v4 icmp for another host", icmp_error(P4, 3, 1, dst="192.0.2.99"), INVALID_ICMP),
     ("v6 icmp address unreachable", icmp_error(P6, 1, 3), unreachable(P6, "icmp6-1-3")),
-    ("v6 icmp port unreachable", icmp_error(P6, 1, 4), closed(P6, "icmp6-1-4")),
-    ("v6 icmp admin prohibited", icmp_error(P6, 1, 1), unreachable(P6, "icmp6-1-1")),
+    ("v6 icmp port unreachable", icmp_error(P6, 1, 4), filtered(P6, "icmp6-1-4")),
+    ("v6 icmp admin prohibited", icmp_error(P6, 1, 1), filtered(P6, "icmp6-1-1")),
+    ("v6 icmp parameter problem", icmp_error(P6, 4, 0), unreachable(P6, "icmp6-4-0")),
     ("v6 icmp hop limit exceeded", icmp_error(P6, 3, 0), unreachable(P6, "icmp6-3-0")),
     (
         "v6 icmp quoting 8 bytes of tcp",
@@ -212,12 +229,14 @@ def test_ack_wraps_around() -> None:
     """A cookie of 2**32 - 1 is acknowledged with 0."""
 
     class MaxCookie(CookieKey):
-        def derive(self, local: bytes, remote: bytes, rport: int) -> tuple[int, int]:
-            return 0xFFFFFFFF, 61000
+        def _hash(self, local: bytes, remote: bytes, rport: int, salt: bytes) -> tuple[int, int]:
+            return 0xFFFFFFFF, 0
 
-    p = P4._replace(sport=61000, seq=0xFFFFFFFF)
-    assert match_reply(tcp_reply(p, "SA", 0), MaxCookie()) == verdict(p, State.OPEN, "syn-ack", 0)
-    assert match_reply(tcp_reply(p, "SA", 2**32 - 1), MaxCookie()) == INVALID_SYN_ACK
+    key = MaxCookie()
+    assert key.issue(b"", b"", 0) == (0xFFFFFFFF, 61000, 0)
+    p = P4._replace(sport=61000, seq=0xFFFFFFFF, serial=0)
+    assert match_reply(tcp_reply(p, "SA", 0), key) == verdict(p, State.OPEN, "syn-ack", 0)
+    assert match_reply(tcp_reply(p, "SA", 2**32 - 1), key) == INVALID_SYN_ACK
 
 
 def test_another_key_sees_only_invalid_replies() -> None:
@@ -240,20 +259,74 @@ def test_buffers_other_than_bytes() -> None:
     assert match_reply(memoryview(packet), KEY) == expected  # type: ignore[arg-type]
 
 
-# The shortest prefix of each reply that still carries what validation reads.
+# The shortest prefix of each reply that still carries what validation reads: the whole TCP
+# header of a SYN-ACK (a SYN-ACK without options here), 8 quoted TCP bytes of an ICMP error.
 NEEDED = [
-    ("v4 syn-ack", syn_ack(P4), 20 + 14),
-    ("v6 syn-ack", syn_ack(P6), 40 + 14),
+    ("v4 syn-ack", syn_ack(P4), 20 + 20),
+    ("v6 syn-ack", syn_ack(P6), 40 + 20),
     ("v4 icmp", icmp_error(P4, 3, 1), 20 + 8 + 20 + 8),
     ("v6 icmp", icmp_error(P6, 1, 3), 40 + 8 + 40 + 8),
 ]
 
 
+def cut(packet: bytes, n: int, claim: int | None = None) -> bytes:
+    """The first `n` bytes, with the IP length field saying `claim` bytes (default: n)."""
+    out = bytearray(packet[:n])
+    claim = n if claim is None else claim
+    if len(out) >= 6 and out[0] >> 4 == 6:
+        out[4:6] = max(claim - 40, 0).to_bytes(2, "big")
+    elif len(out) >= 4:
+        out[2:4] = claim.to_bytes(2, "big")
+    return bytes(out)
+
+
 @pytest.mark.parametrize(("packet", "needed"), [c[1:] for c in NEEDED], ids=[c[0] for c in NEEDED])
 def test_truncated_packets_are_not_replies(packet: bytes, needed: int) -> None:
     for n in range(needed):
+        assert match_reply(cut(packet, n), KEY) is None, n
+        # Cut by the network, its header still claiming the rest: the kernel drops it too.
         assert match_reply(packet[:n], KEY) is None, n
-    assert isinstance(match_reply(packet[:needed], KEY), Reply)
+    assert isinstance(match_reply(cut(packet, needed), KEY), Reply)
+
+
+@pytest.mark.parametrize(("packet", "needed"), [c[1:] for c in NEEDED], ids=[c[0] for c in NEEDED])
+def test_the_length_fields_must_cover_the_headers(packet: bytes, needed: int) -> None:
+    """IPv4 total length / IPv6 payload length that leave out (part of) the TCP header or the
+    quote: whatever the cookie says, no reply (ip_rcv and tcp_v4_rcv would drop it)."""
+    assert isinstance(match_reply(packet, KEY), Reply)
+    for claim in (needed - 1, needed - 8, 20, 0):
+        assert match_reply(cut(packet, len(packet), claim), KEY) is None, claim
+    # Longer than it claims is fine: Ethernet pads short frames (to 46 bytes of payload).
+    assert isinstance(match_reply(packet + bytes(12), KEY), Reply)
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+@pytest.mark.parametrize("doff", [0, 4, 6, 15])
+def test_the_data_offset_must_be_sane(v6: bool, doff: int) -> None:
+    """A data offset under 5 words, or past the segment's end (no options here): dropped."""
+    p = P6 if v6 else P4
+    packet = bytearray(syn_ack(p))
+    packet[(40 if v6 else 20) + 12] = doff << 4
+    assert match_reply(bytes(packet), KEY) is None
+
+
+def test_a_packet_cut_at_the_snap_length_is_taken() -> None:
+    """The receiver keeps SNAP bytes of each packet: an ICMPv6 error quoting a long packet
+    arrives cut there, its header claiming more, and is still read."""
+    long = icmp_error(P6, 1, 3, quote=P6.syn + bytes(900))
+    assert len(long) > SNAP
+    assert match_reply(long[:SNAP], KEY) == unreachable(P6, "icmp6-1-3")
+    assert match_reply(long[: SNAP - 1], KEY) is None
+
+
+def test_tcp_checksums_are_not_verified() -> None:
+    """The decision (docs/engines-icmp.md): a reply with a wrong TCP checksum whose cookie
+    holds still counts. Over veth and loopback AF_PACKET sees only partial checksums."""
+    for p in (P4, P6):
+        packet = bytearray(syn_ack(p))
+        at = (40 if p.v6 else 20) + 16
+        packet[at : at + 2] = bytes([packet[at] ^ 0xFF, packet[at + 1]])
+        assert match_reply(bytes(packet), KEY) == opened(p)
 
 
 def test_garbage_never_raises() -> None:

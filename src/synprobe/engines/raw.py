@@ -4,9 +4,22 @@ keyed cookie, and every SYN-ACK answered with a RST.
 The packet work is pure and lives in `synprobe.wire` (templates, cookies, reply validation);
 the sockets live in `rawio`. This module is the loop between them. The only per-target state
 is the in-flight table, at most `concurrency` entries keyed by (packed address, port), which
-carries what a result reports: attempts, the send time for the RTT, retries, the deadline.
+carries what a result reports: attempts, the send time of each, retries, the deadline.
 A reply is trusted only if its cookie checks out; a valid reply for a target no longer in
 flight is a duplicate (or late) and counted, an invalid one is counted and dropped.
+
+Every attempt, retries included, takes a fresh cookie serial (`CookieKey.issue`): a new
+(source port, sequence number) pair that no earlier attempt to that target used in this
+engine's lifetime. A reply names the serial it answers, and counts only if that serial is one
+of the attempts of the check in flight; an answer to an earlier check of the same target
+(a late or replayed SYN-ACK, in a long-lived Prober) is a duplicate, never a verdict.
+
+RTT: from the attempt's send (the clock read just before the sendmmsg(2) call that carried
+it) to the kernel's receive time of its answer (SO_TIMESTAMPNS, per packet). Its resolution:
+a SYN's send time can be early by the time sendmmsg took for the SYNs before it in the same
+batch (up to 256 of them, ~4.5 µs each on veth, so up to ~1 ms at unlimited rate; one SYN
+per batch at low rates). Without a kernel stamp (checks through a real server, fakes) the
+receive time is when the batch of replies was read.
 
 RST: with `rst="kernel"` (the default) the SYN leaves from a port no local socket owns (the
 cookie's range, 61000-65535 by default, above ip_local_port_range), so the kernel itself
@@ -76,12 +89,16 @@ _MSG = 2  # (packet, where it is sent): the batch entry, the same for every atte
 _LANE = 3  # how `packet` leaves: a raw IP socket's family, or an interface (`lane_of`)
 _SOURCE = 4  # our address as text, for the result
 _ATTEMPT = 5  # SYNs sent so far (0 while waiting for the first)
-_SENT = 6  # the clock at the latest send
+_SENT = 6  # the clock when the attempt `_SERIAL` names was sent; None until it is
 _DONE = 7  # answered, failed or timed out: no longer in the table
 _TWINS = 8  # None, or the same target given again while this one is in flight
+_SERIAL = 9  # the cookie serial of the attempt `_MSG` carries (`CookieKey.issue`)
+_TRIES = 10  # None, or (serial, send time) of the earlier attempts: their answers count too
+_LOCAL = 11  # our packed address, for new cookies on retries
+_ROUTE = 12  # the ViaRoute of a check through a real server, else None
 Probe = list[Any]
-"""Retries resend the same SYN (same cookie), so an answer cannot say which attempt it
-answers: `_SENT` is the latest send, and a late answer to an earlier one reads a short RTT."""
+"""A retry sends a new SYN (a new cookie serial), so an answer says which attempt it answers
+and its RTT runs from that attempt's send."""
 
 _PLAIN_LANES = {False: ("ip", False), True: ("ip", True)}
 
@@ -291,8 +308,9 @@ class RawEngine:
                 for probe in probes:
                     if probe[_DONE] or probe[_SENT] != sent:
                         continue
-                    if probe[_ATTEMPT] <= opts.retries:  # a blind retry: same SYN, same cookie
+                    if probe[_ATTEMPT] <= opts.retries:  # a blind retry, with a new cookie
                         counters["retries"] += 1
+                        self._reissue(probe)
                         retry.append(probe)
                     else:
                         del table[probe[_KEY]]
@@ -304,7 +322,7 @@ class RawEngine:
 
     def _admit(self, targets: list[Target], table: dict[Key, Probe],
                queue: deque[Probe], done: list[ProbeResult]) -> None:
-        pton, derive, lookup = socket.inet_pton, self._key.derive, self._router.lookup
+        pton, issue, lookup = socket.inet_pton, self._key.issue, self._router.lookup
         builders, now = self._builders, self._clock()  # one clock for the router's cache
         for target in targets:
             host, port, via = target
@@ -336,9 +354,9 @@ class RawEngine:
             build = builders.get(local)
             if build is None:
                 build = builders[local] = self._template(local, v6, False).build
-            seq, sport = derive(local, dst, port)
+            seq, sport, serial = issue(local, dst, port)
             probe = [target, key, (build(dst, sport, port, seq), dst), _PLAIN_LANES[v6], text,
-                     0, 0.0, False, None]
+                     0, None, False, None, serial, None, local, None]
             table[key] = probe
             queue.append(probe)
 
@@ -372,16 +390,28 @@ class RawEngine:
                 twin[_TWINS] = []
             twin[_TWINS].append(target)
             return
-        seq, sport = self._key.derive(route.source, dst, target.port, route.via)
+        seq, sport, serial = self._key.issue(route.source, dst, target.port, route.via)
         syn = self._template(route.source, v6, False).build(dst, sport, target.port, seq)
         lane, out = lane_of(route, v6, dst)
-        probe = [target, key, (route.wrap(syn), out), lane, route.source_text, 0, 0.0, False,
-                 None]
+        probe = [target, key, (route.wrap(syn), out), lane, route.source_text, 0, None, False,
+                 None, serial, None, route.source, route]
         table[key] = probe
         salts = self._salts.setdefault((dst, target.port), [b""])
         if route.via not in salts:
             salts.insert(-1, route.via)
         queue.append(probe)
+
+    def _reissue(self, probe: Probe) -> None:
+        """The next attempt's SYN: same target, a new cookie serial (a new port/seq pair)."""
+        dst, port, salt = probe[_KEY]
+        local, route = probe[_LOCAL], probe[_ROUTE]
+        if probe[_TRIES] is None:
+            probe[_TRIES] = []
+        probe[_TRIES].append((probe[_SERIAL], probe[_SENT]))
+        probe[_SENT] = None  # until the new attempt leaves
+        seq, sport, probe[_SERIAL] = self._key.issue(local, dst, port, salt)
+        syn = self._template(local, len(dst) == 16, False).build(dst, sport, port, seq)
+        probe[_MSG] = (syn, dst) if route is None else (route.wrap(syn), probe[_MSG][1])
 
     def _salts_for(self, remote: bytes, rport: int, lport: int) -> Iterable[bytes]:
         return self._salts.get((remote, rport), (b"",))
@@ -441,9 +471,12 @@ class RawEngine:
         name, results = self.name, done.append
         packets = io.receive(RECV_BATCH)
         now = self._clock()  # for the batch: it was queued by now
+        stamps = getattr(io, "stamps", None) if self._clock is time.monotonic else None
+        if not stamps or len(stamps) != len(packets):
+            stamps = [now] * len(packets)
         rsts: list[tuple[Reply, ViaRoute | None]] = []
         replies = invalid = duplicates = suppressed = 0
-        for packet in packets:
+        for packet, received in zip(packets, stamps, strict=True):
             reply = match_reply(packet, key)
             if reply is None:
                 continue  # not reply-shaped (the BPF filter lets little else through)
@@ -458,17 +491,26 @@ class RawEngine:
                 else:
                     suppressed += 1
             probe = table.get((reply[2], reply[3], b""))
-            if probe is None or probe[_ATTEMPT] == 0:
-                duplicates += 1  # answered already, or a previous run's reply
+            if probe is None:
+                sent = None
+            elif reply[8] == probe[_SERIAL]:  # the latest attempt: nearly always
+                sent = probe[_SENT]
+            else:
+                sent = _sent_earlier(probe, reply[8])
+            if sent is None:
+                duplicates += 1  # answered already, an earlier check's reply, or a replay
                 continue
             del table[probe[_KEY]]
             probe[_DONE] = True
+            # A stamp of 0.0 (none), or one older than the send read (the answer came inside
+            # the sendmmsg call, on veth), falls back to the batch's time.
+            rtt = (received if received > sent else now) - sent
             if probe[_TWINS] is None:
                 t = probe[_TARGET]
-                results(ProbeResult(t.host, t.port, state, reply[1], now - probe[_SENT],
+                results(ProbeResult(t.host, t.port, state, reply[1], rtt,
                                     probe[_ATTEMPT], name, probe[_SOURCE], t.via))
             else:
-                self._finish(probe, state, reply[1], now - probe[_SENT], done)
+                self._finish(probe, state, reply[1], rtt, done)
         counters = self._counters
         counters["replies"] += replies
         counters["invalid"] += invalid
@@ -500,12 +542,18 @@ class RawEngine:
                 else:
                     counters["rsts_suppressed"] += 1
             probe = table.get((reply.remote, reply.port, reply.salt))
-            if probe is None or probe[_ATTEMPT] == 0:
-                counters["duplicates"] += 1  # answered already, or a previous run's reply
+            if probe is None:
+                sent = None
+            elif reply.serial == probe[_SERIAL]:
+                sent = probe[_SENT]
+            else:
+                sent = _sent_earlier(probe, reply.serial)
+            if sent is None:
+                counters["duplicates"] += 1  # answered already, or an earlier check's reply
                 continue
             del table[probe[_KEY]]
             probe[_DONE] = True
-            self._finish(probe, reply.state, reply.reason, clock() - probe[_SENT], done)
+            self._finish(probe, reply.state, reply.reason, clock() - sent, done)
         if rsts:
             self._send_rsts(io, rsts)
 
@@ -527,3 +575,12 @@ class RawEngine:
         for t in (probe[_TARGET], *(probe[_TWINS] or ())):
             done.append(ProbeResult(t.host, t.port, state, reason, rtt, probe[_ATTEMPT],
                                     self.name, probe[_SOURCE], t.via))
+
+
+def _sent_earlier(probe: Probe, serial: int) -> float | None:
+    """When this check's earlier attempt with cookie `serial` was sent; None if no earlier
+    attempt had it (an earlier check's answer, or a replay)."""
+    for tried, sent in probe[_TRIES] or ():
+        if tried == serial:
+            return sent
+    return None

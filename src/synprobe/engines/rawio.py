@@ -10,6 +10,7 @@ import ctypes
 import errno
 import socket
 import struct
+import time
 from collections.abc import Callable, Sequence
 
 from synprobe.localaddr import set_freebind
@@ -27,6 +28,10 @@ IPV6_RECVERR = 25
 RCVBUF_BYTES = 64 << 20  # queued replies are bounded by --concurrency; room for tens of thousands
 SNDBUF_BYTES = 4 << 20
 RECV_BYTES = 512  # every header a reply is validated on: at most 60 + 8 + 60 + 8 (ICMP quotes)
+# SO_TIMESTAMPNS (asm-generic/socket.h; not in Python's socket module): each packet comes with
+# the kernel's receive time, a struct timespec (CLOCK_REALTIME) in one control message.
+SO_TIMESTAMPNS = 35
+_CMSG_SPACE = 32  # CMSG_SPACE(sizeof(struct timespec)) on LP64: 16-byte header, 16 of data
 PORT_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"  # read in the caller's netns
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -153,7 +158,8 @@ class MmsgSender:
 
 
 class MmsgReceiver:
-    """A preallocated recvmmsg(2) batch: up to `capacity` packets of RECV_BYTES per call.
+    """A preallocated recvmmsg(2) batch: up to `capacity` packets of RECV_BYTES per call, each
+    with its kernel receive time (SO_TIMESTAMPNS) when the socket asked for it.
 
     One call instead of one recv(2) per packet: measured in the lab (65,536 SYN-ACKs, batches
     of up to 1,024), receiving cost 0.3 µs per packet against 1.0 µs. Packets longer than a
@@ -164,35 +170,56 @@ class MmsgReceiver:
         self.capacity = n = capacity
         iov_size, mmsg_size = MmsgSender._IOV, MmsgSender._MMSG
         self._iov_off = n * RECV_BYTES
-        self._mmsg_off = self._iov_off + n * iov_size
+        self._ctl_off = self._iov_off + n * iov_size
+        self._mmsg_off = self._ctl_off + n * _CMSG_SPACE
         self._buf = bytearray(self._mmsg_off + n * mmsg_size)
         self._base = base = ctypes.addressof(ctypes.c_char.from_buffer(self._buf))
         for i in range(n):
             iov = self._iov_off + i * iov_size
             struct.pack_into("@PN", self._buf, iov, base + i * RECV_BYTES, RECV_BYTES)
             struct.pack_into("@PIPNPNi", self._buf, self._mmsg_off + i * mmsg_size,
-                             0, 0, base + iov, 1, 0, 0, 0)
+                             0, 0, base + iov, 1, base + self._ctl_off + i * _CMSG_SPACE,
+                             _CMSG_SPACE, 0)
         view = memoryview(self._buf)
         self._packets = view[: self._iov_off]
         # msg_len of every mmsghdr: the last member, at a stride of the struct's size.
         msg_len = _Mmsghdr.msg_len.offset
         self._lens = view[self._mmsg_off :].cast("I")[msg_len // 4 :: mmsg_size // 4]
+        # msg_controllen: the kernel writes the length it used; it is reset before each call.
+        ctl_len = _Msghdr.msg_controllen.offset
+        self._ctl_lens = view[self._mmsg_off :].cast("Q")[ctl_len // 8 :: mmsg_size // 8]
+        self._full = memoryview(struct.pack(f"{n}Q", *[_CMSG_SPACE] * n)).cast("Q")
+        # Each control slot: cmsg_len, level and type (16 bytes), then tv_sec and tv_nsec.
+        words = view[self._ctl_off : self._mmsg_off].cast("q")
+        self._secs, self._nsecs = words[2::4], words[3::4]
 
-    def receive(self, fd: int, limit: int) -> list[bytes]:
+    def receive(self, fd: int, limit: int) -> tuple[list[bytes], list[float]]:
+        """The packets, and their receive times on time.monotonic()'s clock (0.0 where the
+        kernel gave none)."""
+        count = min(limit, self.capacity)
+        self._ctl_lens[:count] = self._full[:count]
         while True:
-            count = _recvmmsg(fd, self._base + self._mmsg_off, min(limit, self.capacity),
-                              socket.MSG_DONTWAIT, None)
+            count = _recvmmsg(fd, self._base + self._mmsg_off, count, socket.MSG_DONTWAIT, None)
             if count >= 0:
                 break
             err = ctypes.get_errno()
             if err in (errno.EAGAIN, errno.EWOULDBLOCK):
-                return []
+                return [], []
             if err != errno.EINTR:
                 raise OSError(err, f"recvmmsg: {errno.errorcode.get(err, err)}")
+            count = min(limit, self.capacity)
         packets = self._packets
-        return [packets[at : at + n].tobytes()
-                for at, n in zip(range(0, count * RECV_BYTES, RECV_BYTES),
-                                 self._lens[:count].tolist(), strict=True)]
+        got = [packets[at : at + n].tobytes()
+               for at, n in zip(range(0, count * RECV_BYTES, RECV_BYTES),
+                                self._lens[:count].tolist(), strict=True)]
+        # The stamps are CLOCK_REALTIME; moved onto the monotonic clock with one offset read
+        # now (a wall-clock step between a packet's arrival and this line would skew it).
+        offset = time.monotonic() - time.time()
+        stamps = [sec + nsec * 1e-9 + offset if used >= _CMSG_SPACE else 0.0
+                  for sec, nsec, used in zip(self._secs[:count].tolist(),
+                                             self._nsecs[:count].tolist(),
+                                             self._ctl_lens[:count].tolist(), strict=True)]
+        return got, stamps
 
 
 class PacketIO:
@@ -211,6 +238,7 @@ class PacketIO:
             raise
         self.recv_fd = self.recv.fileno()
         self._batch: MmsgReceiver | None = None
+        self.stamps: list[float] = []  # receive times of the last `receive`'s packets
 
     def _open(self, factory: SocketFactory, *args: int) -> socket.socket:
         sock = factory(*args)
@@ -241,6 +269,9 @@ class PacketIO:
         sock = self._open(factory, socket.AF_PACKET,
                           socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, 0)
         attach_filter(sock, reply_filter(port_lo, port_hi))
+        # Receive times per packet, for RTTs per SYN rather than per batch read. The kernel
+        # stamps packets at netif_receive_skb once any socket asks (net_enable_timestamp).
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         try:  # SO_RCVBUFFORCE (CAP_NET_ADMIN) passes net.core.rmem_max; SO_RCVBUF is capped
             sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF_BYTES)
         except PermissionError:
@@ -258,11 +289,13 @@ class PacketIO:
         return self.senders[v6].send(batch)
 
     def receive(self, limit: int) -> list[bytes]:
-        """Up to `limit` queued packets, without blocking (one recvmmsg(2) call)."""
+        """Up to `limit` queued packets, without blocking (one recvmmsg(2) call); their
+        receive times (time.monotonic(), 0.0 if unknown) are left in `stamps`."""
         batch = self._batch
         if batch is None or batch.capacity < limit:
             batch = self._batch = MmsgReceiver(limit)
-        return batch.receive(self.recv_fd, limit)
+        packets, self.stamps = batch.receive(self.recv_fd, limit)
+        return packets
 
     def receive_from(self, limit: int) -> list[tuple[bytes, bytes]]:
         """Like `receive`, with each packet's link-layer source address (the MAC of the host

@@ -25,10 +25,11 @@ from synprobe.errors import EngineUnavailable, UsageError
 from synprobe.fdlimit import check_descriptors
 from synprobe.localaddr import set_freebind
 from synprobe.marks import check_mark, set_mark
-from synprobe.model import ProbeResult, State, Target, classify_errno, classify_icmp
+from synprobe.model import ProbeResult, State, Target, classify_errno
 from synprobe.pacing import Pacer
 from synprobe.sources import ABORT, NO_NEW, always_go
 from synprobe.wire.describe import dry_run_json
+from synprobe.wire.icmp import classify_icmp
 
 # SO_LINGER {on, 0 s}: close() aborts the connection with a RST and frees it at once, so no
 # TIME_WAIT is left behind and the server drops its half-open (SYN_RECV) entry.
@@ -270,8 +271,11 @@ class ShakerEngine:
                         sock.close()
                         state, reason = State.OPEN, "syn-ack"
                     elif err == errno.ECONNREFUSED:
+                        # A RST, or an ICMP port unreachable (a REJECT): the kernel gives both
+                        # this errno; the error queue tells them apart (see wire.icmp).
+                        verdict = _icmp_verdict(sock)
                         sock.close()
-                        state, reason = State.CLOSED, "rst"
+                        state, reason = verdict or (State.CLOSED, "rst")
                     elif err and (shake := handshake(sock)).syn_acked:
                         # A SYN-ACK came, the kernel completed the handshake while this loop
                         # was late, and the server has since reset or closed the connection

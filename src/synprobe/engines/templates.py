@@ -1,63 +1,95 @@
 """Packet templates, built with scapy once per machine and cached on disk.
 
-scapy builds every template (its encoding is the reference the fast path is tested against),
-but importing it costs each process ~150 ms and ~30 MB, measured: on a 65,536-target run that
-is a fifth of the wall time, and every worker process pays it. So the bytes scapy produced are
-kept in the user's cache directory and later runs load them without importing scapy. A cache
-entry is trusted only if it parses as a template of the expected kind for the expected source
-address; anything else is rebuilt.
+scapy builds every template (its encoding is the reference), but importing it costs each
+process ~150 ms and ~30 MB, measured: on a 65,536-target run that is a fifth of the wall time,
+and every worker process pays it. So the bytes scapy produced are kept in the user's cache
+directory and later runs load them without importing scapy.
+
+What comes back from disk is untrusted input: a cache entry is used only if it is byte for
+byte what synprobe's own encoder (`wire.packets`, pure `struct`, no scapy) gives for the same
+source address and kind. Anything else (another length, IP flags, a payload, another source)
+is rebuilt with scapy and never reaches the wire. scapy's bytes are stored only when they
+agree with that encoder too, so the cache holds nothing the engine would not send anyway.
+
+The cache directory follows the XDG base directory spec: $XDG_CACHE_HOME if it is an absolute
+path (a relative one is ignored, as the spec says), else ~/.cache, with ~ from $HOME or, when
+that is unset, the passwd entry. With no usable home (no HOME and no passwd entry, as for a
+container's arbitrary UID), a directory that cannot be made, or a full disk, the engine runs
+without a cache: templates are built each run, and nothing is left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
 import socket
 import tempfile
 from pathlib import Path
 
 from synprobe import __version__
+from synprobe.wire.packets import rst_packet, syn_packet
 from synprobe.wire.syn import PacketTemplate, rst_template, syn_template
 
-_TCP_FLAGS = {False: 0x02, True: 0x04}  # SYN template, RST template
 
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "synprobe"
+def cache_dir() -> Path | None:
+    """$XDG_CACHE_HOME/synprobe or ~/.cache/synprobe; None if there is no usable home."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):
+        return Path(xdg) / "synprobe"
+    home = os.environ.get("HOME", "")
+    if not home:
+        try:
+            home = pwd.getpwuid(os.getuid()).pw_dir
+        except KeyError:  # a UID without a passwd entry
+            return None
+    if not os.path.isabs(home):
+        return None
+    return Path(home) / ".cache" / "synprobe"
 
 
 def load_template(source: str, rst: bool) -> PacketTemplate:
     """The SYN (or RST) template from numeric address `source`, from the cache or scapy."""
+    expected = PacketTemplate.from_packet(rst_packet(source) if rst else syn_packet(source))
     v6 = ":" in source
     packed = socket.inet_pton(socket.AF_INET6 if v6 else socket.AF_INET, source)
-    path = cache_dir() / f"{__version__}-{'rst' if rst else 'syn'}-{packed.hex()}.pkt"
+    folder = cache_dir()
+    path = None if folder is None else \
+        folder / f"{__version__}-{'rst' if rst else 'syn'}-{packed.hex()}.pkt"
+    if path is not None and _read(path, len(expected.template) + 1) == expected.template:
+        return expected  # scapy built these very bytes on an earlier run
+    built = rst_template(source) if rst else syn_template(source)
+    if path is not None and built.template == expected.template:
+        _store(path, built.template)
+    return built
+
+
+def _read(path: Path, limit: int) -> bytes | None:
+    """At most `limit` bytes of `path` (a FIFO or /dev/zero planted there cannot stall us)."""
     try:
-        cached = _valid(PacketTemplate.from_packet(path.read_bytes()), packed, v6, rst)
-    except (OSError, ValueError, IndexError):
-        cached = None
-    if cached is not None:
-        return cached
-    template = rst_template(source) if rst else syn_template(source)
-    _store(path, template.template)
-    return template
-
-
-def _valid(template: PacketTemplate, packed: bytes, v6: bool,
-           rst: bool) -> PacketTemplate | None:
-    data = template.template
-    tcp = 40 if v6 else (data[0] & 0x0F) * 4
-    proto = data[6] if v6 else data[9]
-    ok = (template.v6 == v6 and template.source == packed and proto == socket.IPPROTO_TCP
-          and len(data) >= tcp + 20 and data[tcp + 13] == _TCP_FLAGS[rst])
-    return template if ok else None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _store(path: Path, packet: bytes) -> None:
-    """Write atomically; a cache that cannot be written only costs later runs the import."""
+    """Write atomically; a cache that cannot be written only costs later runs the import, and
+    a failed write (a full disk) leaves no temporary file behind."""
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
-            tmp.write(packet)
-        os.replace(tmp.name, path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pkt")
     except OSError:
-        pass
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(packet)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)

@@ -2,7 +2,8 @@
 
 It keeps in the kernel only what may answer a probe, so Python wakes up for candidates only:
 IPv4/IPv6 TCP with SYN+ACK or RST to a port in our source range, and ICMP/ICMPv6 destination
-unreachable or time exceeded. `replies.match_reply` still validates every packet it passes.
+unreachable, time exceeded or parameter problem. `replies.match_reply` still validates every
+packet it passes.
 
 On a SOCK_DGRAM packet socket offset 0 is the network header, so the ethertype is not in the
 packet; the `SKF_AD_PROTOCOL` ancillary load reads it from the skb (in host order), and
@@ -63,7 +64,8 @@ def reply_filter(port_lo: int, port_hi: int) -> list[Insn]:
         (j | _JEQ, _ICMP, None, "drop"),
         (_LD | _B | _IND, 0, None, None),  # ICMP type
         (j | _JEQ, 3, "accept", None),  # destination unreachable
-        (j | _JEQ, 11, "accept", "drop"),  # time exceeded
+        (j | _JEQ, 11, "accept", None),  # time exceeded
+        (j | _JEQ, 12, "accept", "drop"),  # parameter problem
         "ipv6",
         (_LDX | _W | _IMM, 40, None, None),  # fixed header; extension headers are not ours
         (_LD | _B | _ABS, 6, None, None),  # next header
@@ -71,7 +73,8 @@ def reply_filter(port_lo: int, port_hi: int) -> list[Insn]:
         (j | _JEQ, _ICMPV6, None, "drop"),
         (_LD | _B | _ABS, 40, None, None),  # ICMPv6 type
         (j | _JEQ, 1, "accept", None),  # destination unreachable
-        (j | _JEQ, 3, "accept", "drop"),  # time exceeded
+        (j | _JEQ, 3, "accept", None),  # time exceeded
+        (j | _JEQ, 4, "accept", "drop"),  # parameter problem
         "tcp",  # X = offset of the TCP header
         (_LD | _B | _IND, 13, None, None),  # flags
         (j | _JSET, _RST, "ports", None),

@@ -9,8 +9,18 @@ header). Three outcomes, in zmap's order of filter -> validate -> classify:
   check out (a forgery, a reply to another scanner, a rewritten sequence number). Count it.
 - a `Reply`: the verdict for one target.
 
-Checksums are not verified: AF_PACKET sees packets before TCP would check them, but a
-corrupted header fails the 32-bit cookie (plus port) check just as a forgery does.
+Lengths are validated as the kernel's receive path would (ip_rcv, tcp_v4_rcv): the IPv4 total
+length or IPv6 payload length must hold the whole TCP header, the data offset must be at least
+5 words and fit, and the packet must hold what its header claims (Ethernet padding may add
+bytes; a packet cut at the receiver's `snap` length is taken as it is). A reply the kernel
+would drop is no answer.
+
+TCP checksums are not verified, a decision measured in bench/wire_micro.py and written up in
+docs/engines-icmp.md: verifying costs about as much as the whole match, AF_PACKET sees replies
+before TCP checks them, and on veth and loopback (CHECKSUM_PARTIAL) their checksum field holds
+only the pseudo-header sum, so a verifying engine would need PACKET_AUXDATA per packet to tell
+"not computed" from "wrong". A corrupted header still has to carry the exact 32-bit cookie,
+both ports and both addresses of an attempt in flight to count.
 
 DSR checks through a real server (`via`) salt the cookie with its address (`CookieKey.derive`).
 The reply comes from the VIP and does not say which real server sent it, so the caller passes
@@ -27,16 +37,15 @@ from collections.abc import Callable, Iterable
 from socket import AF_INET, AF_INET6, inet_ntop
 from typing import NamedTuple
 
-from synprobe.model import State, classify_icmp
+from synprobe.model import State
 from synprobe.wire.cookie import CookieKey
+from synprobe.wire.icmp import ICMP4_ERRORS, ICMP6_ERRORS, classify_icmp
 
 _TCP = 6
 _ICMP = 1
 _ICMP6 = 58
 _RST = 0x04
 _SYN_ACK = 0x12
-_ICMP4_ERRORS = frozenset({3, 11})  # destination unreachable, time exceeded
-_ICMP6_ERRORS = frozenset({1, 3})  # destination unreachable, time exceeded
 _IPIP, _IPV6_IN_IP = 4, 41  # tunnel-mode outer headers (wire.tunnel)
 
 Salts = Callable[[bytes, int, int], Iterable[bytes]]
@@ -44,11 +53,12 @@ Salts = Callable[[bytes, int, int], Iterable[bytes]]
 port `lport` (the packed `via` addresses of the checks in flight to that target; b"" for one
 without a via). Tried in order; keep it short (one entry per real server of that VIP)."""
 
-# TCP source port, destination port, (seq skipped), ack, (data offset skipped), flags: 14 bytes.
-_TCP_HEAD = struct.Struct("!HH4xIxB")
-# IPv4 (20-byte header) + TCP: fragment field, protocol skipped, source, destination, then as
-# _TCP_HEAD: 34 bytes.
-_V4_TCP = struct.Struct("!6xH4x4s4sHH4xIxB")
+# TCP source port, destination port, (seq skipped), ack, data offset, flags: 14 bytes.
+_TCP_HEAD = struct.Struct("!HH4xIBB")
+# IPv4 (20-byte header) + TCP: total length, fragment field, protocol skipped, source,
+# destination, then as _TCP_HEAD: 34 bytes.
+_V4_TCP = struct.Struct("!2xH2xH4x4s4sHH4xIBB")
+SNAP = 512  # what a receiver keeps of each packet (rawio.RECV_BYTES): longer ones come cut
 # A quoted TCP header: RFC 792 promises only the first 8 bytes, enough for ports and seq.
 _QUOTED_TCP = struct.Struct("!HHI")
 
@@ -64,6 +74,7 @@ class Reply(NamedTuple):
     ack: int | None  # a SYN-ACK's acknowledgement number: the seq of a self-sent RST
     local: bytes  # our packed address the probe came from
     salt: bytes = b""  # the cookie's salt: the real server checked through, packed (or b"")
+    serial: int = 0  # the attempt answered (`CookieKey.issue`): earlier checks' never count
 
     @property
     def host(self) -> str:
@@ -102,8 +113,13 @@ def match_reply(
     if n >= 34 and packet[0] == 0x45 and packet[9] == _TCP:
         # The common case, IPv4 without options carrying TCP, in one unpack. With the Reply
         # made by tuple.__new__, a valid SYN-ACK measured 1.0 µs here against 1.5 µs before.
-        frag, remote, local, rport, lport, ack, flags = _V4_TCP.unpack_from(packet)
+        size, frag, remote, local, rport, lport, ack, doff, flags = _V4_TCP.unpack_from(packet)
         if frag & 0x3FFF:  # a fragment: see below
+            return None
+        tcp_len = (doff >> 4) * 4
+        # ip_rcv drops a packet shorter than its total length; tcp_v4_rcv one whose data
+        # offset is under 5 words or past the segment's end.
+        if tcp_len < 20 or size < 20 + tcp_len or (size > n and n < SNAP):
             return None
     else:
         if n < 20:
@@ -115,18 +131,25 @@ def match_reply(
             # answered with (BPF drops both already; this keeps the function safe on its own).
             if off < 20 or packet[6] & 0x3F or packet[7]:
                 return None
-            proto, src, size = packet[9], 12, 4
-            if proto == _ICMP:
-                return _match_icmp(packet, off, packet[16:20], key, False, salts)
+            proto, src, size, end = packet[9], 12, 4, int.from_bytes(packet[2:4], "big")
         elif first >> 4 == 6 and n >= 40:
             off, proto, src, size = 40, packet[6], 8, 16
-            if proto == _ICMP6:
-                return _match_icmp(packet, off, packet[24:40], key, True, salts)
+            end = 40 + int.from_bytes(packet[4:6], "big")  # payload length: no extensions
         else:
             return None
+        if end > n and n < SNAP:
+            return None  # claims more than it holds: the kernel drops it
+        if proto == (_ICMP6 if size == 16 else _ICMP):
+            if end < off + (56 if size == 16 else 36):  # ICMP header, quoted IP + 8 TCP bytes
+                return None
+            return _match_icmp(packet, off, packet[src + size : src + 2 * size], key,
+                               size == 16, salts)
         if proto != _TCP or n < off + 14:
             return None
-        rport, lport, ack, flags = _TCP_HEAD.unpack_from(packet, off)
+        rport, lport, ack, doff, flags = _TCP_HEAD.unpack_from(packet, off)
+        tcp_len = (doff >> 4) * 4
+        if tcp_len < 20 or end < off + tcp_len:
+            return None
         remote, local = packet[src : src + size], packet[src + size : src + 2 * size]
     # A SYN-ACK or a RST is handled inline: a call costs ~0.1 µs here.
     if not key.port_lo <= lport <= key.port_hi:
@@ -141,26 +164,27 @@ def match_reply(
     # segments without ACK). The RST's ACK flag is not required: the cookie alone proves the
     # sender saw our SYN. A RST with seq == cookie + 1 has no such origin, so it is refused.
     if salts is None:
-        cookie, our_port = key.derive(local, remote, rport)
-        if (ack - 1) & 0xFFFFFFFF != cookie or lport != our_port:
+        serial = key.serial_of(local, remote, rport, (ack - 1) & 0xFFFFFFFF, lport)
+        if serial is None:
             return invalid
         # tuple.__new__ skips NamedTuple's Python-level __new__ (0.2 µs against 0.3 µs).
         return _new_tuple(Reply, (state, reason, remote, rport, lport,
-                                  ack if state is _OPEN else None, local, b""))
-    salt = _find_salt(key, local, remote, rport, lport, (ack - 1) & 0xFFFFFFFF,
-                      salts(remote, rport, lport))
-    if salt is None:
+                                  ack if state is _OPEN else None, local, b"", serial))
+    found = _find_salt(key, local, remote, rport, lport, (ack - 1) & 0xFFFFFFFF,
+                       salts(remote, rport, lport))
+    if found is None:
         return invalid
     return Reply(state, reason, remote, rport, lport, ack if state is State.OPEN else None,
-                 local, salt)
+                 local, *found)
 
 
 def _find_salt(key: CookieKey, local: bytes, remote: bytes, rport: int, lport: int, seq: int,
-               candidates: Iterable[bytes]) -> bytes | None:
-    """The first candidate salt whose cookie is (seq, lport), or None."""
+               candidates: Iterable[bytes]) -> tuple[bytes, int] | None:
+    """(salt, serial) of the first candidate salt under which the key issued (seq, lport)."""
     for salt in candidates:
-        if key.derive(local, remote, rport, salt) == (seq, lport):
-            return salt
+        serial = key.serial_of(local, remote, rport, seq, lport, salt)
+        if serial is not None:
+            return salt, serial
     return None
 
 
@@ -177,7 +201,7 @@ def _match_icmp(
     if n < off + 8:
         return None
     icmp_type, icmp_code = packet[off], packet[off + 1]
-    if icmp_type not in (_ICMP6_ERRORS if v6 else _ICMP4_ERRORS):
+    if icmp_type not in (ICMP6_ERRORS if v6 else ICMP4_ERRORS):
         return None
     quoted = _quoted(packet, off + 8)
     if quoted is None or (packet[off + 8] >> 4 == 6) != v6:  # ICMPv6 quotes IPv6, ICMP IPv4
@@ -206,11 +230,14 @@ def _match_icmp(
         candidates = salts(remote, rport, lport)
     else:
         candidates = (b"",)
-    salt = _find_salt(key, local, remote, rport, lport, seq, candidates)
-    if salt is None:
+    found = _find_salt(key, local, remote, rport, lport, seq, candidates)
+    if found is None:
         return INVALID_ICMP
-    state, reason = classify_icmp(v6, icmp_type, icmp_code)
-    return Reply(state, reason, remote, rport, lport, None, local, salt)
+    verdict = classify_icmp(v6, icmp_type, icmp_code)
+    if verdict is None:  # about packet size (path MTU), not the port: see wire.icmp
+        return None
+    state, reason = verdict
+    return Reply(state, reason, remote, rport, lport, None, local, *found)
 
 
 def _quoted(packet: bytes, at: int) -> tuple[int, bytes, bytes, int] | None:

@@ -15,21 +15,23 @@ the real one: the kernel's "fill in a zero source" would leave the checksum wron
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import struct
 from typing import Any
 
 from synprobe.wire.checksum import MOD, ones_sum, pseudo_header_sum
 
-# Realistic Linux SYN defaults: window 64240 (44 * 1460) and wscale 7 are what a 6.x kernel
-# offers with default tcp_rmem; the options are in the order tcp_options_write() emits them.
-DEFAULT_WINDOW = 64240
-DEFAULT_TTL = 64
-DEFAULT_WSCALE = 7
-DEFAULT_TS_VAL = 1
-# MSS is the link MTU (1500) minus the IP and TCP headers, as Linux derives it per route.
-DEFAULT_MSS_V4 = 1460
-DEFAULT_MSS_V6 = 1440
+# Realistic Linux SYN defaults (see packets.py, the scapy-free encoder of the same bytes); the
+# options are in the order tcp_options_write() emits them.
+from synprobe.wire.packets import (  # re-exported: syn.py is where callers look
+    DEFAULT_MSS_V4,
+    DEFAULT_MSS_V6,
+    DEFAULT_TS_VAL,
+    DEFAULT_TTL,
+    DEFAULT_WINDOW,
+    DEFAULT_WSCALE,
+)
 
 _V4_HEADER = 20
 _V6_HEADER = 40
@@ -194,13 +196,31 @@ def _scapy_packet(source: str, ttl: int, tcp_fields: dict[str, Any]) -> bytes:
     # the source, so the kernel filling in a zero source would make every probe's checksum wrong.
     if ipaddress.ip_address(source).is_unspecified:
         raise ValueError("a template needs a concrete source address, not 0.0.0.0 or ::")
-    from scapy.layers.inet import IP, TCP
+    IP, TCP, IPv6 = _scapy_layers()
 
     tcp = TCP(sport=0, dport=0, seq=0, ack=0, **tcp_fields)
     if ipaddress.ip_address(source).version == 6:
-        from scapy.layers.inet6 import IPv6
-
         # Flow label 0: Linux would pick a per-connection hash, but no label is also valid.
         return bytes(IPv6(src=source, dst="::", hlim=ttl, tc=0, fl=0) / tcp)
     # ID 0 with DF is what Linux sends for DF packets without a connected socket.
     return bytes(IP(src=source, dst="0.0.0.0", ttl=ttl, id=0, flags="DF", tos=0) / tcp)
+
+
+_XDG_DIRS = ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME")
+
+
+def _scapy_layers() -> tuple[Any, Any, Any]:
+    """scapy's IP, TCP and IPv6 classes. scapy's first import makes its cache and config
+    folders from $XDG_*_HOME even when they are relative paths, which the XDG base directory
+    spec says to ignore (it would write into the current directory): such values are hidden
+    from that import and put back right after it."""
+    relative = {name: value for name in _XDG_DIRS
+                if (value := os.environ.get(name)) and not os.path.isabs(value)}
+    for name in relative:
+        del os.environ[name]
+    try:
+        from scapy.layers.inet import IP, TCP
+        from scapy.layers.inet6 import IPv6
+    finally:
+        os.environ.update(relative)
+    return IP, TCP, IPv6

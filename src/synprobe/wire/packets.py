@@ -1,0 +1,80 @@
+"""synprobe's own encoder for the two packets it sends: pure `struct`, no scapy.
+
+scapy builds the templates (`syn.syn_template`, `syn.rst_template`) and is the reference
+encoder; these functions produce the same bytes for the same parameters (tests cross-check
+them on random addresses). The engine needs them to judge what it reads back from its
+template cache without importing scapy: a cache entry is used only if it is byte for byte
+what these functions give (see engines/templates.py).
+
+Both packets are for a template: destination, ports, sequence and acknowledgement numbers 0,
+checksums computed over those zeros, as scapy computes them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+from synprobe.wire.checksum import finish, ones_sum, pseudo_header_sum
+
+# Realistic Linux SYN defaults: window 64240 (44 * 1460) and wscale 7 are what a 6.x kernel
+# offers with default tcp_rmem; MSS is the link MTU (1500) minus the IP and TCP headers.
+DEFAULT_WINDOW = 64240
+DEFAULT_TTL = 64
+DEFAULT_WSCALE = 7
+DEFAULT_TS_VAL = 1
+DEFAULT_MSS_V4 = 1460
+DEFAULT_MSS_V6 = 1440
+
+_SYN, _RST = 0x02, 0x04
+_IP_DF = 0x4000
+_TCP = 6
+
+
+def syn_option_bytes(mss: int, ts_val: int = DEFAULT_TS_VAL, wscale: int = DEFAULT_WSCALE) -> bytes:
+    """Linux's SYN options in its order: MSS, SACK permitted, timestamps, NOP, window scale."""
+    return struct.pack("!BBH BB BBII B BBB", 2, 4, mss, 4, 2, 8, 10, ts_val, 0, 1, 3, 3, wscale)
+
+
+def syn_packet(
+    source: str,
+    *,
+    mss: int | None = None,
+    window: int = DEFAULT_WINDOW,
+    ttl: int = DEFAULT_TTL,
+    ts_val: int = DEFAULT_TS_VAL,
+    wscale: int = DEFAULT_WSCALE,
+) -> bytes:
+    """The SYN template `syn.syn_template(source, ...)` is made from, byte for byte."""
+    v6 = ipaddress.ip_address(source).version == 6
+    if mss is None:
+        mss = DEFAULT_MSS_V6 if v6 else DEFAULT_MSS_V4
+    return tcp_packet(source, _SYN, window, syn_option_bytes(mss, ts_val, wscale), ttl)
+
+
+def rst_packet(source: str, *, ttl: int = DEFAULT_TTL) -> bytes:
+    """The bare RST template (window 0, no options) `syn.rst_template(source)` is made from."""
+    return tcp_packet(source, _RST, 0, b"", ttl)
+
+
+def tcp_packet(source: str, flags: int, window: int, options: bytes, ttl: int) -> bytes:
+    """IPv4 (no IP options, DF, ID 0) or IPv6 (class and flow label 0) + TCP, from numeric
+    address `source` to the unspecified address, all variable fields zero."""
+    address = ipaddress.ip_address(source)
+    if address.is_unspecified:
+        raise ValueError("a template needs a concrete source address, not 0.0.0.0 or ::")
+    if len(options) % 4:
+        raise ValueError("TCP options must fill whole 32-bit words")
+    src = address.packed
+    tcp_len = 20 + len(options)
+    # ports, seq, ack 0; data offset; flags; window; checksum 0 for now; urgent pointer 0
+    tcp = bytearray(struct.pack("!HHIIBBHHH", 0, 0, 0, 0, (tcp_len // 4) << 4, flags, window,
+                                0, 0) + options)
+    dst = bytes(len(src))
+    struct.pack_into("!H", tcp, 16, finish(pseudo_header_sum(src, dst, tcp_len) + ones_sum(tcp)))
+    if address.version == 6:
+        return struct.pack("!IHBB16s16s", 6 << 28, tcp_len, _TCP, ttl, src, dst) + tcp
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + tcp_len, 0, _IP_DF, ttl, _TCP, 0,
+                               src, dst))
+    struct.pack_into("!H", ip, 10, finish(ones_sum(ip)))
+    return bytes(ip) + bytes(tcp)
