@@ -234,7 +234,9 @@ def test_loss_drops_about_the_configured_fraction(lab: Lab) -> None:
 
 def test_listener_close_modes(make_lab: Callable[..., Lab]) -> None:
     lab = make_lab(close_mode="rst")
-    assert lab.connect_result(V4.server, OPEN_PORT) == "ok"
+    # The listener accepts, then resets: a client thread that reads SO_ERROR after the RST came
+    # (a loaded machine) sees ECONNRESET; either way the handshake completed and was counted.
+    assert lab.connect_result(V4.server, OPEN_PORT) in ("ok", "ECONNRESET")
     lab.wait_for(lambda: lab.accept_count() == 1, timeout=2)
     assert lab.count_states("client", "time-wait") == 0  # the server reset it
     bare = make_lab(listener=False)
