@@ -288,9 +288,6 @@ def _check_combination(t: WatchTarget) -> None:
     if s.engine == "shaker" and s.timeout > 0.9:
         raise ConfigError(f"group {t.group}: the shaker engine's timeout is per attempt and at "
                           f"most 0.9 s (got {s.timeout:g}); use retries, or engine raw")
-    if s.timeout * (s.retries + 1) > s.interval * 10:
-        raise ConfigError(f"group {t.group}: timeout x (retries + 1) = "
-                          f"{s.timeout * (s.retries + 1):g} s is more than ten intervals")
 
 
 def _string_list(value: object, key: str) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 import sys
 import threading
@@ -114,6 +115,7 @@ class Watcher:
         self._inbox_signalled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Future[None] | None = None
+        self._sleep_until = math.inf  # when the sleeping scheduler wakes up next
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
@@ -163,6 +165,13 @@ class Watcher:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def reload(self, config: WatchConfig, timeout: float = 30.0) -> None:
+        """Apply `config` to a Watcher running on its own thread (see `apply()`); raises what
+        made it fail, the running config then unchanged."""
+        if self._loop is None:
+            raise RuntimeError("the watcher is not running")
+        asyncio.run_coroutine_threadsafe(self.apply(config), self._loop).result(timeout)
 
     def status(self) -> list[dict[str, Any]]:
         """Every target's state (the `/status` document)."""
@@ -286,6 +295,7 @@ class Watcher:
     # -- scheduling -----------------------------------------------------------------------------
 
     def _poke(self) -> None:
+        self._sleep_until = -math.inf  # awake: nobody need poke it again until it sleeps
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
 
@@ -308,6 +318,7 @@ class Watcher:
                 await asyncio.sleep(0)  # let results and HTTP in between batches
                 continue
             self._wake = loop.create_future()
+            self._sleep_until = math.inf if nxt is None else nxt
             timer = None if nxt is None else loop.call_at(nxt, self._poke)
             try:
                 await self._wake
@@ -323,6 +334,8 @@ class Watcher:
         nxt, skipped = next_due(due, settings.interval, now)
         self.checks_skipped += skipped
         self._schedule.set(entry.target.key, nxt)
+        if nxt < self._sleep_until:  # started from a result: the scheduler may sleep past it
+            self._poke()
         entry.due = due
         if entry.address is None:
             self._finish(entry, self._local_result(entry, State.UNREACHABLE,
