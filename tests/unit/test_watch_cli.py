@@ -54,7 +54,7 @@ def run_main(argv: list[str]) -> tuple[int, str, str]:
     (["127.0.0.1"], "no port"),
 ])
 def test_usage_errors_are_one_line_exit_2(argv: list[str], words: str) -> None:
-    code, out, err = run_main(argv)
+    code, _out, err = run_main(argv)
     assert code == 2
     assert words in err and err.count("\n") == 1 and err.startswith("synprobe watch: error:")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from synprobe.watch.schedule import FixedHistogram, Schedule, next_due, spread
@@ -10,7 +11,7 @@ from synprobe.watch.schedule import FixedHistogram, Schedule, next_due, spread
 def test_spread_is_even_over_one_interval() -> None:
     keys = list(range(10_000))
     dues = [d for _, d in spread(keys, 1.0, 50.0)]
-    gaps = {round(b - a, 9) for a, b in zip(dues, dues[1:], strict=False)}
+    gaps = {round(b - a, 9) for a, b in itertools.pairwise(dues)}
     assert gaps == {0.0001}
     assert dues[0] == 50.0 and dues[-1] < 51.0
     # In any millisecond, 10 checks: never a burst.

@@ -3,6 +3,7 @@ reloads, names. Conditions are awaited (with a safety timeout), never slept for.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import socket
 import threading
@@ -123,13 +124,13 @@ def test_local_failures_move_nothing(running, net: Net) -> None:
 
 def test_a_busy_target_is_not_checked_twice_and_its_lateness_shows(running, net: Net) -> None:
     net.delay = 0.12  # each check takes more than two 0.05 s intervals
-    w, events = running(config(["198.18.0.2:80"]))
+    w, _events = running(config(["198.18.0.2:80"]))
     deadline = time.monotonic() + WAIT
     while net.count(80) < 4 and time.monotonic() < deadline:
         time.sleep(0.01)
     w.stop()
     starts = [t for t, _ in net.seen]
-    assert min(b - a for a, b in zip(starts, starts[1:], strict=False)) >= 0.1  # never overlapping
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.1  # never overlapping
     assert w.checks_skipped >= 2
     assert w.lateness.quantile(0.99) >= 0.05
 
@@ -175,7 +176,7 @@ def test_unresolvable_name_is_the_targets_failure_and_address_changes_are_events
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (addr, 0))]
 
-    w, events = running(config(["backend.example:80", "gone.example:80"],
+    _w, events = running(config(["backend.example:80", "gone.example:80"],
                                resolve_interval=0.05), resolver=resolver)
     got = {}
     for _ in range(3):
