@@ -216,3 +216,10 @@ def test_engine_that_cannot_start_fails_start(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(registry._registered, "fake", refuse)
     with pytest.raises(PermissionError, match="CAP_NET_RAW"):
         synprobe.Watcher(config(["198.18.0.2:80"])).start()
+
+
+def test_via_with_an_engine_that_cannot_is_refused_at_start(net: Net) -> None:
+    cfg = parse_config({"groups": {"g": {"engine": "fake", "via": "198.18.1.11",
+                                         "targets": ["198.18.0.2:80"]}}})
+    with pytest.raises(synprobe.UsageError, match="real server"):
+        synprobe.Watcher(cfg).start()
