@@ -116,8 +116,9 @@ class Watcher:
     ) -> None:
         self.config = config or WatchConfig()
         self.event_sinks: list[EventSink] = list(event_sinks or [])
-        # Called with each config applied (the first one, then every good reload): the place
-        # for /probe and other extensions to pick up their own settings.
+        # Called with each config about to be applied (the first one, then every reload),
+        # before the targets change: the place for /probe and other extensions to validate
+        # and take their own settings. One that raises rejects that config.
         self.reload_hooks: list[Callable[[WatchConfig], None]] = []
         self._prober_factory = prober_factory
         self._resolver = resolver
@@ -262,6 +263,14 @@ class Watcher:
         except BaseException:
             await asyncio.to_thread(self._close_probers, list(made.values()), 2.0)
             raise
+        try:
+            # Extensions validate and take their part of the config first: one that raises
+            # (a bad probe_allow, say) rejects the whole config, the running one stays.
+            for hook in self.reload_hooks:
+                hook(config)
+        except BaseException:
+            await asyncio.to_thread(self._close_probers, list(made.values()), 2.0)
+            raise
         self._probers.update(made)
         retired = [p for k, p in self._probers.items() if k not in wanted]
         self._probers = {k: p for k, p in self._probers.items() if k in wanted}
@@ -293,8 +302,6 @@ class Watcher:
                 self._schedule.set(key, due)
         self.config = config
         self._excluded = _exclusion_set(config.exclude, (), default_excludes=True)
-        for hook in self.reload_hooks:
-            hook(config)
         if not first:
             self.reloads["ok"] += 1
         self._poke()
