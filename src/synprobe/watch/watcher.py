@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import socket
 import sys
@@ -48,6 +49,10 @@ HISTORY = 24  # RTTs kept per target for the live view's sparkline
 STOP_BUDGET = 0.6  # seconds stop() waits for in-flight checks before leaving them to the kernel
 
 
+def _nowhere(fut: Future[ProbeResult]) -> None:
+    """An Entry's result callback until the Watcher sets its own."""
+
+
 def make_prober(settings: Settings, concurrency: int) -> Prober:
     extra: dict[str, object] = {}
     if settings.mark is not None:
@@ -68,13 +73,16 @@ def check_prober_via(prober: Prober, vias: tuple[str, ...]) -> None:
 class Entry:
     """One watched target: its config, health, resolved address and check in flight."""
 
-    __slots__ = ("address", "due", "history", "in_flight", "labels", "resolve_error", "retired",
-                 "state", "target", "waiting")
+    __slots__ = ("address", "deliver", "due", "fall", "history", "in_flight", "interval", "key",
+                 "labels", "probe", "prober_key", "resolve_error", "retired", "rise", "state",
+                 "target", "waiting")
 
     def __init__(self, target: WatchTarget) -> None:
-        self.target = target
         self.state = TargetState()
-        self.address: str | None = None if target.is_name else target.host
+        self.key = target.key
+        self.retarget(target)
+        self.set_address(None if target.is_name else target.host)
+        self.deliver: Callable[[Future[ProbeResult]], None] = _nowhere
         self.resolve_error = ""
         self.in_flight = False
         self.waiting: float | None = None  # a due slot that came while a check was running
@@ -82,6 +90,18 @@ class Entry:
         self.retired = False
         self.history: deque[float | None] = deque(maxlen=HISTORY)  # RTTs (None: no answer)
         self.labels = target_labels(target.host, target.port, target.via)  # for /metrics
+
+    def retarget(self, target: WatchTarget) -> None:
+        """New settings for the same (host, port, via); what the check path reads, cached."""
+        self.target = target
+        s = target.settings
+        self.prober_key = s.check_key()
+        self.interval, self.rise, self.fall = s.interval, s.rise, s.fall
+
+    def set_address(self, address: str | None) -> None:
+        self.address = address
+        self.probe = None if address is None else Target(address, self.target.port,
+                                                          self.target.via)
 
     def status(self) -> dict[str, Any]:
         last = self.state.last
@@ -286,11 +306,12 @@ class Watcher:
         for key, target in new.items():
             entry = self.entries.get(key)
             if entry is None:
-                self.entries[key] = Entry(target)
+                entry = self.entries[key] = Entry(target)
+                entry.deliver = functools.partial(self._deliver, entry)
                 added.setdefault(target.settings.interval, []).append(key)
                 continue
-            old_interval = entry.target.settings.interval
-            entry.target = target
+            old_interval = entry.interval
+            entry.retarget(target)
             if target.settings.interval != old_interval and not entry.in_flight:
                 added.setdefault(target.settings.interval, []).append(key)
         await self._resolve_all([self.entries[k] for keys in added.values() for k in keys
@@ -337,7 +358,7 @@ class Watcher:
         while True:
             self._drain()
             now = loop.time()
-            batches: dict[tuple[Any, ...], list[tuple[Entry, Target]]] = {}
+            batches: dict[tuple[Any, ...], list[Entry]] = {}
             for key, due in schedule.pop_due(now, 2048):
                 entry = self.entries.get(key)  # type: ignore[arg-type]
                 if entry is None:
@@ -367,44 +388,49 @@ class Watcher:
                 self._wake = None
 
     def _start(self, entry: Entry, due: float, now: float,
-               batches: dict[tuple[Any, ...], list[tuple[Entry, Target]]]) -> None:
+               batches: dict[tuple[Any, ...], list[Entry]]) -> None:
         """Account for the check due at `due`, schedule the next one, and add the check to
-        its Prober's batch (or finish it here when it cannot be sent)."""
-        settings = entry.target.settings
-        self.lateness.observe(max(0.0, now - due))
+        its Prober's batch (or finish it here when it cannot be sent). The hot path: what it
+        reads is cached on the Entry."""
+        late = now - due
+        self.lateness.observe(late if late > 0.0 else 0.0)
         self.checks_started += 1
-        nxt, skipped = next_due(due, settings.interval, now)
-        self.checks_skipped += skipped
-        self._schedule.set(entry.target.key, nxt)
+        nxt = due + entry.interval
+        if nxt <= now:
+            nxt, skipped = next_due(due, entry.interval, now)
+            self.checks_skipped += skipped
+        self._schedule.set(entry.key, nxt)
         if nxt < self._sleep_until:  # started from a result: the scheduler may sleep past it
             self._poke()
         entry.due = due
-        if entry.address is None:
+        if entry.probe is None:
             self._finish(entry, self._local_result(entry, State.UNREACHABLE,
                                                    entry.resolve_error or "unresolved"))
             return
         entry.in_flight = True
         self._in_flight += 1
-        target = Target(entry.address, entry.target.port, entry.target.via)
-        batches.setdefault(settings.check_key(), []).append((entry, target))
+        batch = batches.get(entry.prober_key)
+        if batch is None:
+            batch = batches[entry.prober_key] = []
+        batch.append(entry)
 
-    def _submit(self, batches: dict[tuple[Any, ...], list[tuple[Entry, Target]]]) -> None:
+    def _submit(self, batches: dict[tuple[Any, ...], list[Entry]]) -> None:
         """One submit_many() per Prober: one engine wakeup for the tick's checks."""
         for key, items in batches.items():
             prober = self._probers.get(key)
             try:
                 if prober is None:
                     raise RuntimeError("no Prober for these settings")
-                futures = prober.submit_many([t for _, t in items])
+                futures = prober.submit_many([e.probe for e in items])  # type: ignore[misc]
             except (UsageError, RuntimeError) as exc:  # the engine ended: ours, not the target's
                 reason = "engine-failed" if isinstance(exc, RuntimeError) else _one_word(str(exc))
-                for entry, _ in items:
+                for entry in items:
                     entry.in_flight = False
                     self._in_flight -= 1
                     self._finish(entry, self._local_result(entry, State.ERROR, reason))
                 continue
-            for (entry, _), fut in zip(items, futures, strict=True):
-                fut.add_done_callback(lambda f, e=entry: self._deliver(e, f))
+            for entry, fut in zip(items, futures, strict=True):
+                fut.add_done_callback(entry.deliver)
 
     def _deliver(self, entry: Entry, fut: Future[ProbeResult]) -> None:
         """On a Prober's dispatcher thread: leave the result for the loop. No wakeup: while
@@ -414,7 +440,7 @@ class Watcher:
 
     def _drain(self) -> None:
         inbox = self._inbox
-        batches: dict[tuple[Any, ...], list[tuple[Entry, Target]]] = {}
+        batches: dict[tuple[Any, ...], list[Entry]] = {}
         while inbox:
             entry, fut = inbox.popleft()
             entry.in_flight = False
@@ -444,8 +470,7 @@ class Watcher:
             self.local_errors += 1
         else:
             entry.history.append(result.rtt if result.state is State.OPEN else None)
-        s = entry.target.settings
-        change = entry.state.apply(result, s.rise, s.fall, self._wall())
+        change = entry.state.apply(result, entry.rise, entry.fall, self._wall())
         if change is not None:
             t = entry.target
             self._emit(event_record(t.host, t.port, t.via, change))
@@ -487,7 +512,8 @@ class Watcher:
                 self._emit({"time": rfc3339(self._wall()), "event": "address", "host": t.host,
                             "port": t.port, "via": t.via, "from": entry.address, "to": addr,
                             "reason": err or None})
-            entry.address, entry.resolve_error = addr, err
+            entry.set_address(addr)
+            entry.resolve_error = err
 
     def _resolve_one(self, name: str) -> tuple[str | None, str]:
         """The name's first address (the system's preferred one, as parse_target picks), or
