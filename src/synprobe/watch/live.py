@@ -13,8 +13,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
+from synprobe.watch.entry import Entry
 from synprobe.watch.state import DOWN, UNKNOWN, UP
-from synprobe.watch.watcher import Entry, Watcher
+from synprobe.watch.watcher import Watcher
 
 BARS = "▁▂▃▄▅▆▇█"
 HIGHLIGHT_FOR = 10.0  # seconds a changed row stays highlighted

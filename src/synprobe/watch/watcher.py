@@ -22,15 +22,15 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from synprobe.addresses import format_ip, parse_ip
-from synprobe.api import check_via_support
 from synprobe.errors import UsageError
-from synprobe.model import ProbeResult, State, Target
+from synprobe.model import ProbeResult, State
 from synprobe.prober import Prober
 from synprobe.targets import _exclusion_set
-from synprobe.watch.config import Settings, WatchConfig, WatchTarget
+from synprobe.watch.config import Settings, WatchConfig
+from synprobe.watch.entry import Entry
 from synprobe.watch.events import event_record, rfc3339
-from synprobe.watch.labels import target_labels
+from synprobe.watch.probers import check_prober_via, close_probers, make_prober
+from synprobe.watch.resolve import one_word, resolve_first
 from synprobe.watch.schedule import (
     LATENESS_BUCKETS,
     RTT_BUCKETS,
@@ -39,85 +39,12 @@ from synprobe.watch.schedule import (
     next_due,
     spread,
 )
-from synprobe.watch.state import TargetState
 
 Key = tuple[str, int, str | None]
 EventSink = Callable[[dict[str, Any]], None]
 ProberFactory = Callable[[Settings, int], Prober]
 TICK = 0.005  # seconds between batches of checks (the most a check waits for its batch)
-HISTORY = 24  # RTTs kept per target for the live view's sparkline
 STOP_BUDGET = 0.6  # seconds stop() waits for in-flight checks before leaving them to the kernel
-
-
-def _nowhere(fut: Future[ProbeResult]) -> None:
-    """An Entry's result callback until the Watcher sets its own."""
-
-
-def make_prober(settings: Settings, concurrency: int) -> Prober:
-    extra: dict[str, object] = {}
-    if settings.mark is not None:
-        extra["mark"] = settings.mark
-    # No rate limit in the engine: the schedule itself paces the checks (targets / interval).
-    prober = Prober(settings.engine, timeout=settings.timeout, retries=settings.retries,
-                    concurrency=concurrency, rate=None, source=settings.source, **extra)
-    return prober
-
-
-def check_prober_via(prober: Prober, vias: tuple[str, ...]) -> None:
-    """An engine that cannot check through a real server fails the config at load time, not
-    every check later (Prober.submit would refuse each one)."""
-    if vias:
-        check_via_support(prober._engine, vias)
-
-
-class Entry:
-    """One watched target: its config, health, resolved address and check in flight."""
-
-    __slots__ = ("address", "deliver", "due", "fall", "history", "in_flight", "interval", "key",
-                 "labels", "probe", "prober_key", "resolve_error", "retired", "rise", "state",
-                 "target", "waiting")
-
-    def __init__(self, target: WatchTarget) -> None:
-        self.state = TargetState()
-        self.key = target.key
-        self.retarget(target)
-        self.set_address(None if target.is_name else target.host)
-        self.deliver: Callable[[Future[ProbeResult]], None] = _nowhere
-        self.resolve_error = ""
-        self.in_flight = False
-        self.waiting: float | None = None  # a due slot that came while a check was running
-        self.due = 0.0
-        self.retired = False
-        self.history: deque[float | None] = deque(maxlen=HISTORY)  # RTTs (None: no answer)
-        self.labels = target_labels(target.host, target.port, target.via)  # for /metrics
-
-    def retarget(self, target: WatchTarget) -> None:
-        """New settings for the same (host, port, via); what the check path reads, cached."""
-        self.target = target
-        s = target.settings
-        self.prober_key = s.check_key()
-        self.interval, self.rise, self.fall = s.interval, s.rise, s.fall
-
-    def set_address(self, address: str | None) -> None:
-        self.address = address
-        self.probe = None if address is None else Target(address, self.target.port,
-                                                          self.target.via)
-
-    def status(self) -> dict[str, Any]:
-        last = self.state.last
-        return {
-            "host": self.target.host,
-            "port": self.target.port,
-            "via": self.target.via,
-            "group": self.target.group,
-            "address": self.address,
-            "status": self.state.status,
-            "since": None if self.state.since is None else rfc3339(self.state.since),
-            "state": None if last is None else last.state.value,
-            "reason": None if last is None else last.reason,
-            "rtt_ms": None if last is None or last.rtt is None else round(last.rtt * 1000, 3),
-            "checked": None if self.state.last_time is None else rfc3339(self.state.last_time),
-        }
 
 
 class Watcher:
@@ -328,21 +255,7 @@ class Watcher:
         self._poke()
 
     def _close_probers(self, probers: list[Prober], budget: float) -> None:
-        """Close Probers, waiting at most `budget` seconds in all. A check still in flight
-        then is left to the kernel: our sockets close when the process exits (SO_LINGER 0:
-        a RST for any answered one) and a SYN-ACK to a port nobody owns is reset."""
-        threads = []
-        for p in probers:
-            stats = p.stats()
-            mine = self._retired_stats.setdefault(p.engine_name, {})
-            for k, v in stats.items():
-                mine[k] = mine.get(k, 0) + v
-            t = threading.Thread(target=p.close, daemon=True, name="synprobe-close")
-            t.start()
-            threads.append(t)
-        deadline = time.monotonic() + budget
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+        close_probers(probers, budget, self._retired_stats)
 
     # -- scheduling -----------------------------------------------------------------------------
 
@@ -423,7 +336,7 @@ class Watcher:
                     raise RuntimeError("no Prober for these settings")
                 futures = prober.submit_many([e.probe for e in items])  # type: ignore[misc]
             except (UsageError, RuntimeError) as exc:  # the engine ended: ours, not the target's
-                reason = "engine-failed" if isinstance(exc, RuntimeError) else _one_word(str(exc))
+                reason = "engine-failed" if isinstance(exc, RuntimeError) else one_word(str(exc))
                 for entry in items:
                     entry.in_flight = False
                     self._in_flight -= 1
@@ -497,7 +410,9 @@ class Watcher:
 
         async def one(name: str) -> tuple[str, str | None, str]:
             async with limit:
-                return (name, *await asyncio.to_thread(self._resolve_one, name))
+                found = await asyncio.to_thread(resolve_first, self._resolver, name,
+                                                self._excluded)
+                return (name, *found)
 
         answers = {name: (addr, err) for name, addr, err in
                    await asyncio.gather(*(one(n) for n in names))}
@@ -514,26 +429,3 @@ class Watcher:
                             "reason": err or None})
             entry.set_address(addr)
             entry.resolve_error = err
-
-    def _resolve_one(self, name: str) -> tuple[str | None, str]:
-        """The name's first address (the system's preferred one, as parse_target picks), or
-        None and a reason word."""
-        try:
-            infos = self._resolver(name, None, 0, socket.SOCK_STREAM)
-        except (OSError, UnicodeError) as exc:
-            return None, "dns-" + _one_word(getattr(exc, "strerror", None) or str(exc))
-        for family, _t, _p, _c, sockaddr in infos:
-            if family in (socket.AF_INET, socket.AF_INET6):
-                ip = parse_ip(str(sockaddr[0]).partition("%")[0])
-                if ip is None:
-                    continue
-                version, value = ip
-                if any(v == version and lo <= value <= hi for v, lo, hi in self._excluded):
-                    # Refused by us: the target stays unresolved, its checks fail as such.
-                    return None, "excluded-address"
-                return format_ip(value, version == 6), ""  # canonical, as the Prober wants
-        return None, "dns-no-address"
-
-
-def _one_word(text: str) -> str:
-    return "-".join(text.lower().replace(":", " ").split()[:6]) or "error"
