@@ -3,14 +3,17 @@ groups when the targets do not fit. Targets are on loopback (shaker engine)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +46,15 @@ class Pane:
             assert time.monotonic() < deadline, f"pane never matched:\n{text}"
             time.sleep(0.1)
 
+    def watch_pid(self) -> int:
+        """The synprobe process: the only child of the pane's shell."""
+        shell = subprocess.run(["tmux", "display-message", "-p", "-t", self.name,
+                                "#{pane_pid}"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+        children = Path(f"/proc/{shell}/task/{shell}/children").read_text().split()
+        assert len(children) == 1, children
+        return int(children[0])
+
     def close(self) -> None:
         subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
 
@@ -59,6 +71,19 @@ def pane() -> Iterator[type[Pane]]:
     yield Tracked
     for p in made:
         p.close()
+
+
+def hang_up(p: Pane) -> None:
+    """Close the terminal under `synprobe watch`: it must end by itself (a live view without
+    its terminal would otherwise live on as an orphan, SIGHUP being its reload signal)."""
+    pid = p.watch_pid()
+    p.close()
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if Path(f"/proc/{pid}").exists():
+        os.kill(pid, signal.SIGKILL)  # ours, by PID; and the test fails
+        raise AssertionError("synprobe watch outlived its terminal")
 
 
 def attributes_at(escaped: str, marker: str) -> set[str]:
@@ -99,6 +124,7 @@ def test_live_view_rows_and_a_change(pane) -> None:
     # The sparkline shows the answered checks, then the unanswered ones.
     spark = row(text, open_t)[0][-1]
     assert spark.endswith("·") and any(c in spark for c in "▁▂▃▄▅▆▇█")
+    hang_up(p)
 
 
 def test_live_view_groups_when_targets_do_not_fit(pane, tmp_path) -> None:
@@ -114,3 +140,4 @@ def test_live_view_groups_when_targets_do_not_fit(pane, tmp_path) -> None:
     assert row(text, "alpha")[0][1:4] == ["0", "20", "0"]  # up, down, unknown
     assert row(text, "beta")[0][1:4] == ["0", "10", "0"]
     assert len(text.rstrip("\n").splitlines()) <= 16
+    hang_up(p)

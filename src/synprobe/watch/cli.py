@@ -147,8 +147,9 @@ async def serve_watch(args: argparse.Namespace, load: Callable[[], WatchConfig],
     loop = asyncio.get_running_loop()
 
     def log(line: str) -> None:
-        stderr.write(line + "\n")
-        stderr.flush()
+        with contextlib.suppress(OSError, ValueError):  # a terminal that hung up
+            stderr.write(line + "\n")
+            stderr.flush()
 
     writer = EventWriter.open(config.events) if config.events else EventWriter(stdout)
     # On a terminal (and events not sent elsewhere): the live view, which shows them too.
@@ -159,11 +160,11 @@ async def serve_watch(args: argparse.Namespace, load: Callable[[], WatchConfig],
     if runner_cmd is not None:
         sinks.append(runner_cmd.submit)
     watcher = Watcher(config, event_sinks=sinks, log=log)
-    live = LiveView(watcher, stdout) if live_wanted else None
+    stopping = asyncio.Event()
+    live = LiveView(watcher, stdout, on_lost=stopping.set) if live_wanted else None
     if live is not None:
         watcher.event_sinks.append(live.add_event)
     live_task = None
-    stopping = asyncio.Event()
     reloading: list[asyncio.Future[None]] = []
 
     async def reload() -> None:
