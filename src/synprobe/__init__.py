@@ -15,6 +15,7 @@ from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
 from synprobe.model import ProbeResult, State, Target
 from synprobe.prober import Prober
 from synprobe.registry import engines, register_engine
+from synprobe.watch.watcher import Watcher
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,7 @@ __all__ = [
     "SynprobeError",
     "Target",
     "UsageError",
+    "Watcher",
     "aprobe",
     "aprobe_many",
     "engines",
