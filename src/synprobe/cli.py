@@ -417,10 +417,12 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    parser = build_parser(stdout)
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["watch"]:  # the service (synprobe.watch.cli); a host named watch: -- watch
-        return __import__("synprobe.watch.cli").watch.cli.main(argv[1:], stdout, stderr)
+    if argv[:1] == ["watch"]:  # the service; a host named watch: synprobe -p 80 -- watch
+        from synprobe.watch.cli import main as watch_main  # here: aiohttp only for the service
+
+        return watch_main(argv[1:], stdout, stderr)
+    parser = build_parser(stdout)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help and --version (usage errors raise ArgumentError)
