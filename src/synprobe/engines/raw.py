@@ -286,11 +286,14 @@ class RawEngine:
                 return  # stopped by a signal: replies to SYNs out are the kernel's to reset
             if halt == NO_NEW and queue:  # a deadline: SYNs not yet sent never are
                 _drop_unsent(queue, table)
+            more = False  # the source gave all that was asked: it may have more right now
             if not exhausted and len(table) < opts.concurrency and len(queue) < SEND_BURST:
-                pulled = source.pull(min(opts.concurrency - len(table), SEND_BURST - len(queue)))
+                asked = min(opts.concurrency - len(table), SEND_BURST - len(queue))
+                pulled = source.pull(asked)
                 if pulled is None:
                     exhausted = True
                 elif pulled:
+                    more = len(pulled) == asked
                     self._admit(pulled, table, queue, done)
             if queue:
                 self._send(io, pacer.allowance(min(len(queue), SEND_BURST)), queue, table,
@@ -303,8 +306,8 @@ class RawEngine:
             wait = max(deadlines[0][0] - now, 0.0) if deadlines else -1.0
             if queue:
                 wait = pacer.delay() if wait < 0 else min(wait, pacer.delay())
-            if done:
-                wait = 0.0
+            if done or (more and len(table) < opts.concurrency and len(queue) < SEND_BURST):
+                wait = 0.0  # results to hand over, or room and targets for the next burst
             for fd, _ in poller.poll(wait, 4):
                 if fd == io.recv_fd:
                     self._receive(io, table, done)
