@@ -17,14 +17,14 @@ ENGINE_FDS = 8  # beside its sockets an engine holds an epoll fd and the runner'
 CLI_RESERVE = 64  # the CLI's stdio, worker pipes, imports: what else a CLI process opens
 SHAKER_AUTO_MAX = 16_384  # the CLI's default in-flight cap per process (see cli_concurrency)
 # The raw engine's in-flight table holds no file, only memory: a check in flight costs its
-# Target (~145 bytes), its record and table entry (~370; the SYN's bytes included) and its
-# share of the deadline queue, ~530 bytes measured with tracemalloc (tests/unit/
-# test_raw_inflight.py keeps it under RAW_RECORD_BYTES). The CLI's default lets a run hold
-# RAW_INFLIGHT_BUDGET of them, shared by its worker processes: 48 MiB, ~84,000 checks, so a
-# /16 that does not answer is in flight at once, and a silent 1,048,576-target sweep stays
-# within ~100 MB of peak RSS for the whole process tree.
-RAW_RECORD_BYTES = 600
-RAW_INFLIGHT_BUDGET = 48 << 20
+# Target (~145 bytes), its record and table entry (~200; no packet: each SYN is built as it is
+# sent), ~345 bytes measured with tracemalloc (tests/unit/test_raw_inflight.py keeps it under
+# RAW_RECORD_BYTES, which leaves room for the allocator's own overhead). The CLI's default lets
+# a run hold RAW_INFLIGHT_BUDGET of them, shared by its worker processes: 36 MiB, ~84,000
+# checks, so a /16 that does not answer is in flight at once, and a silent 1,048,576-target
+# sweep stays within ~110 MB of peak RSS for the whole process tree (bench/silent.py --scale).
+RAW_RECORD_BYTES = 450
+RAW_INFLIGHT_BUDGET = 36 << 20
 
 
 def open_fds() -> int:

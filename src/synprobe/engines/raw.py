@@ -92,20 +92,23 @@ UNLIMITED_RST_RATE = 200_000.0  # self-RST budget per second when --rate is unli
 # class with an __init__ ~1 µs, and a run makes one per target. Its fields, by index:
 _TARGET = 0  # the Target
 _KEY = 1  # (packed address, port, packed real server or b""): the table's key
-_MSG = 2  # (packet, where it is sent): the batch entry, the same for every attempt
+_OUT = 2  # where the SYN is sent: the target's packed address, or the real server's (via)
 _LANE = 3  # how `packet` leaves: a raw IP socket's family, or an interface (`lane_of`)
 _SOURCE = 4  # our address as text, for the result
 _ATTEMPT = 5  # SYNs sent so far (0 while waiting for the first)
 _SENT = 6  # the clock when the attempt `_SERIAL` names was sent; None until it is
 _DONE = 7  # answered, failed or timed out: no longer in the table
 _TWINS = 8  # None, or the same target given again while this one is in flight
-_SERIAL = 9  # the cookie serial of the attempt `_MSG` carries (`CookieKey.issue`)
+_SERIAL = 9  # the cookie serial of the latest attempt (`CookieKey.issue`); None until sent
 _TRIES = 10  # None, or (serial, send time) of the earlier attempts: their answers count too
-_LOCAL = 11  # our packed address, for new cookies on retries
+_LOCAL = 11  # our packed address: the template, and the cookie of each attempt
 _ROUTE = 12  # the ViaRoute of a check through a real server, else None
 Probe = list[Any]
-"""A retry sends a new SYN (a new cookie serial), so an answer says which attempt it answers
-and its RTT runs from that attempt's send."""
+"""A record holds no packet: each attempt's SYN is built when it is sent, with a cookie serial
+issued then (so a retry is a new SYN, an answer says which attempt it answers, and its RTT runs
+from that attempt's send). Built at admission, the SYN and its tuple cost 129 bytes for every
+check in flight, a quarter of the record; built at the send, it costs nothing more, since each
+attempt's SYN is built once either way."""
 
 _PLAIN_LANES = {False: ("ip", False), True: ("ip", True)}
 
@@ -333,8 +336,8 @@ class RawEngine:
 
     def _admit(self, targets: list[Target], table: dict[Key, Probe],
                queue: deque[Probe], done: list[ProbeResult]) -> None:
-        pton, issue, lookup = socket.inet_pton, self._key.issue, self._router.lookup
-        builders, now = self._builders, self._clock()  # one clock for the router's cache
+        pton, lookup = socket.inet_pton, self._router.lookup
+        now = self._clock()  # one clock for the router's cache
         for target in targets:
             host, port, via = target
             v6 = ":" in host
@@ -362,12 +365,8 @@ class RawEngine:
                                         self.options.source))
                 continue
             local, text = found
-            build = builders.get(local)
-            if build is None:
-                build = builders[local] = self._template(local, v6, False).build
-            seq, sport, serial = issue(local, dst, port)
-            probe = [target, key, (build(dst, sport, port, seq), dst), _PLAIN_LANES[v6], text,
-                     0, None, False, None, serial, None, local, None]
+            probe = [target, key, dst, _PLAIN_LANES[v6], text, 0, None, False, None, None, None,
+                     local, None]
             table[key] = probe
             queue.append(probe)
 
@@ -401,11 +400,9 @@ class RawEngine:
                 twin[_TWINS] = []
             twin[_TWINS].append(target)
             return
-        seq, sport, serial = self._key.issue(route.source, dst, target.port, route.via)
-        syn = self._template(route.source, v6, False).build(dst, sport, target.port, seq)
         lane, out = lane_of(route, v6, dst)
-        probe = [target, key, (route.wrap(syn), out), lane, route.source_text, 0, None, False,
-                 None, serial, None, route.source, route]
+        probe = [target, key, out, lane, route.source_text, 0, None, False, None, None, None,
+                 route.source, route]
         table[key] = probe
         salts = self._salts.setdefault((dst, target.port), [b""])
         if route.via not in salts:
@@ -413,16 +410,28 @@ class RawEngine:
         queue.append(probe)
 
     def _reissue(self, probe: Probe) -> None:
-        """The next attempt's SYN: same target, a new cookie serial (a new port/seq pair)."""
-        dst, port, salt = probe[_KEY]
-        local, route = probe[_LOCAL], probe[_ROUTE]
+        """Before the next attempt: the last one's serial and send time join the earlier
+        attempts' (their late answers still count); the retry gets its own when it is sent."""
         if probe[_TRIES] is None:
             probe[_TRIES] = []
         probe[_TRIES].append((probe[_SERIAL], probe[_SENT]))
-        probe[_SENT] = None  # until the new attempt leaves
-        seq, sport, probe[_SERIAL] = self._key.issue(local, dst, port, salt)
-        syn = self._template(local, len(dst) == 16, False).build(dst, sport, port, seq)
-        probe[_MSG] = (syn, dst) if route is None else (route.wrap(syn), probe[_MSG][1])
+        probe[_SENT] = probe[_SERIAL] = None  # until the new attempt leaves
+
+    def _syns(self, probes: list[Probe]) -> list[tuple[bytes, bytes]]:
+        """Each probe's next SYN, with a cookie serial issued now (a port/seq pair no earlier
+        attempt to its target used), as (packet, where it is sent) batch entries."""
+        issue, builders, batch = self._key.issue, self._builders, []
+        for probe in probes:
+            dst, port, salt = probe[_KEY]
+            local = probe[_LOCAL]
+            build = builders.get(local)
+            if build is None:
+                build = builders[local] = self._template(local, len(dst) == 16, False).build
+            seq, sport, probe[_SERIAL] = issue(local, dst, port, salt)
+            syn = build(dst, sport, port, seq)
+            route = probe[_ROUTE]
+            batch.append((syn if route is None else route.wrap(syn), probe[_OUT]))
+        return batch
 
     def _salts_for(self, remote: bytes, rport: int, lport: int) -> Iterable[bytes]:
         return self._salts.get((remote, rport), (b"",))
@@ -442,9 +451,10 @@ class RawEngine:
                 granted -= 1
         counters, timeout = self._counters, self.options.timeout
         for lane, probes in lanes.items():
+            batch = self._syns(probes)
             # The RTT runs from before the call: on veth the answer is processed inside it.
             now = self._clock()
-            failed = self._emit(io, lane, [p[_MSG] for p in probes])
+            failed = self._emit(io, lane, batch)
             counters["sent"] += len(probes) - len(failed)
             counters["send_errors"] += len(failed)
             for probe in probes:
