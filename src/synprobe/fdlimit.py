@@ -20,11 +20,11 @@ SHAKER_AUTO_MAX = 16_384  # the CLI's default in-flight cap per process (see cli
 # Target (~145 bytes), its record and table entry (~200; no packet: each SYN is built as it is
 # sent), ~345 bytes measured with tracemalloc (tests/unit/test_raw_inflight.py keeps it under
 # RAW_RECORD_BYTES, which leaves room for the allocator's own overhead). The CLI's default lets
-# a run hold RAW_INFLIGHT_BUDGET of them, shared by its worker processes: 36 MiB, ~84,000
+# a run hold RAW_INFLIGHT_BUDGET of them, shared by its worker processes: 32 MiB, ~74,500
 # checks, so a /16 that does not answer is in flight at once, and a silent 1,048,576-target
 # sweep stays within ~110 MB of peak RSS for the whole process tree (bench/silent.py --scale).
 RAW_RECORD_BYTES = 450
-RAW_INFLIGHT_BUDGET = 36 << 20
+RAW_INFLIGHT_BUDGET = 32 << 20
 
 
 def open_fds() -> int:
