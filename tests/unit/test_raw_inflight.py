@@ -143,7 +143,7 @@ def test_memory_per_check_in_flight_is_bounded() -> None:
 
 
 def test_a_retry_wave_goes_out_in_bursts() -> None:
-    """Retries of a whole silent table do not leave in one burst either (SendNet asserts
+    """Retries of a whole silent table do not leave in one burst either (SilentNet asserts
     every batch is at most SEND_BURST)."""
     n = 3 * SEND_BURST + 7
     net = SilentNet(n)
