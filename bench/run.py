@@ -19,6 +19,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -61,11 +62,14 @@ def settle_syn_recv(lab: Lab) -> tuple[int, float]:
 
 
 def run_row(spec: rows.RowSpec, net: str, ports: tuple[int, ...], tmp: Path, env: dict[str, str],
-            timeout: float) -> dict[str, Any]:
-    """One run of one row in a lab of its own; the lab (and its TIME_WAITs) goes afterwards."""
+            timeout: float, prepare: Callable[[Lab], None] | None = None) -> dict[str, Any]:
+    """One run of one row in a lab of its own; the lab (and its TIME_WAITs) goes afterwards.
+    `prepare` shapes the fresh lab before the run (bench/silent.py adds its drop rule there)."""
     result: dict[str, Any] = {"ok": False, "error": None}
     try:
         with Lab(open_ports=ports) as lab:
+            if prepare is not None:
+                prepare(lab)
             ctx = rows.Ctx(python=sys.executable, net=net, ports=ports, out=tmp / "out",
                            extra=tmp / "extra", blocklist=tmp / "blocklist",
                            iface=lab.client_if, source=lab.v4.client,

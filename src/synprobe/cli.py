@@ -19,7 +19,12 @@ from typing import Any, TextIO
 from synprobe.api import ResultStream, check_via_support, make_options, probe_many
 from synprobe.cli_args import Parser, VersionAction
 from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
-from synprobe.fdlimit import SHAKER_AUTO_MAX, cli_concurrency
+from synprobe.fdlimit import (
+    RAW_INFLIGHT_BUDGET,
+    RAW_RECORD_BYTES,
+    SHAKER_AUTO_MAX,
+    cli_concurrency,
+)
 from synprobe.localaddr import check_source
 from synprobe.marks import parse_mark
 from synprobe.model import Target
@@ -114,11 +119,14 @@ def build_parser(stdout: TextIO | None = None) -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=1, metavar="N",
                    help="extra attempts for unanswered targets (default 1)")
     p.add_argument("--concurrency", type=int, default=None, metavar="N",
-                   help="attempts in flight at once, shared by the workers. Default, shaker: "
-                   "what the rate can keep busy (rate x timeout x attempts), at most "
-                   f"{SHAKER_AUTO_MAX:,} per process, the number of checks, and what the "
-                   "open-file limit allows (the soft limit is raised up to the hard one as "
-                   "needed); raw: 1,000")
+                   help="checks in flight at once, shared by the workers. Default: what the "
+                   "rate can keep busy (rate x timeout x attempts: a silent target holds its "
+                   "slot that long), at most the number of checks, and, shaker: "
+                   f"{SHAKER_AUTO_MAX:,} per process and what the open-file limit allows (the "
+                   "soft limit is raised up to the hard one as needed); raw: what "
+                   f"{RAW_INFLIGHT_BUDGET >> 20} MiB of in-flight records hold "
+                   f"(~{RAW_INFLIGHT_BUDGET // RAW_RECORD_BYTES:,}). With --rate 0 only those "
+                   "caps apply")
     p.add_argument("--rate", type=float, default=DEFAULT_RATE, metavar="PPS",
                    help=f"SYNs per second at most (default {DEFAULT_RATE:,.0f}; 0 = no limit)")
     p.add_argument("--max-time", type=float, metavar="S",

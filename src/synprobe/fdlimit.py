@@ -16,7 +16,15 @@ from synprobe.errors import UsageError
 ENGINE_FDS = 8  # beside its sockets an engine holds an epoll fd and the runner's eventfd
 CLI_RESERVE = 64  # the CLI's stdio, worker pipes, imports: what else a CLI process opens
 SHAKER_AUTO_MAX = 16_384  # the CLI's default in-flight cap per process (see cli_concurrency)
-RAW_DEFAULT = 1_000  # the raw engine's in-flight table holds no file
+# The raw engine's in-flight table holds no file, only memory: a check in flight costs its
+# Target (~145 bytes), its record and table entry (~200; no packet: each SYN is built as it is
+# sent), ~345 bytes measured with tracemalloc (tests/unit/test_raw_inflight.py keeps it under
+# RAW_RECORD_BYTES, which leaves room for the allocator's own overhead). The CLI's default lets
+# a run hold RAW_INFLIGHT_BUDGET of them, shared by its worker processes: 32 MiB, ~74,500
+# checks, so a /16 that does not answer is in flight at once, and a silent 1,048,576-target
+# sweep stays within ~110 MB of peak RSS for the whole process tree (bench/silent.py --scale).
+RAW_RECORD_BYTES = 450
+RAW_INFLIGHT_BUDGET = 32 << 20
 
 
 def open_fds() -> int:
@@ -62,12 +70,16 @@ def cli_concurrency(requested: int | None, *, engine: str, workers: int, checks:
 
     The default (requested None) is what the rate can keep busy: a check holds a slot for at
     most timeout x attempts, so rate x timeout x attempts slots never leave the pacer waiting;
-    never more than there are checks, SHAKER_AUTO_MAX, or what the hard file limit allows (a
-    default that does not fit is lowered, never refused). An explicit --concurrency that does
-    not fit under the hard limit is a UsageError naming the flag."""
+    never more than there are checks, nor than the engine's own bound: for the shaker
+    SHAKER_AUTO_MAX and what the hard file limit allows (a default that does not fit is
+    lowered, never refused), for raw the memory budget (raw_memory_cap). An explicit
+    --concurrency that does not fit under the hard limit is a UsageError naming the flag."""
     per_process = None if requested is None else max(1, requested // workers)
+    by_rate = None if rate is None else max(1, int(rate / workers * timeout * attempts))
     if engine != "shaker":
-        return min(per_process or RAW_DEFAULT, max(1, checks))
+        if per_process is not None:
+            return min(per_process, max(1, checks))
+        return min(by_rate or checks, raw_memory_cap(workers), max(1, checks))
     if per_process is not None:
         wanted = min(per_process, max(1, checks))
         need = wanted + CLI_RESERVE
@@ -78,7 +90,11 @@ def cli_concurrency(requested: int | None, *, engine: str, workers: int, checks:
                 f"--concurrency {requested:,} needs {need:,} open files{each} but the hard "
                 f"limit is {hard:,} (ulimit -Hn): lower --concurrency or raise the limit")
         return wanted
-    by_rate = SHAKER_AUTO_MAX if rate is None else max(1, int(rate / workers * timeout * attempts))
-    wanted = min(SHAKER_AUTO_MAX, by_rate, max(1, checks))
+    wanted = min(SHAKER_AUTO_MAX, by_rate or SHAKER_AUTO_MAX, max(1, checks))
     allowed = raise_soft_limit(wanted + CLI_RESERVE) - CLI_RESERVE
     return max(1, min(wanted, allowed))
+
+
+def raw_memory_cap(workers: int) -> int:
+    """The raw engine's default in-flight bound per process: its share of RAW_INFLIGHT_BUDGET."""
+    return max(1, RAW_INFLIGHT_BUDGET // RAW_RECORD_BYTES // max(1, workers))
