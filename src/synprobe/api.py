@@ -10,12 +10,12 @@ from typing import Any
 
 from synprobe.engines.base import Engine, ProbeOptions
 from synprobe.errors import UsageError
-from synprobe.localaddr import check_source
+from synprobe.kernel.localaddr import check_source
 from synprobe.model import ProbeResult, Target
 from synprobe.registry import create_engine
 from synprobe.runner import EngineThread, ThrottledSource, close_run
 from synprobe.sources import IterSource
-from synprobe.targets import Prepared, TargetSpace, parse_target, parse_via, with_vias
+from synprobe.targets.tokens import Prepared, TargetSpace, parse_target, parse_via, with_vias
 
 TargetLike = str | tuple[str, int] | Target
 
@@ -210,7 +210,7 @@ def probe_many(
     With `via` (one real server or several), each target is checked through each of them.
     `targets` is consumed lazily on the engine's thread, between its loop turns: keep it cheap
     (addresses, not host names to resolve; no blocking generator), or pass a TargetSpace from
-    `synprobe.targets.build_space()`, which resolves names once, up front. (A feeder thread
+    `synprobe.targets.tokens.build_space()`, which resolves names once, up front. (A feeder thread
     was tried and measured worse: its GIL contention delayed closes past the delayed-ACK
     window with 10,000 checks in flight.)"""
     options = make_options(

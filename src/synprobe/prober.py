@@ -19,7 +19,7 @@ from synprobe.api import (
 from synprobe.engines.base import Engine
 from synprobe.model import ProbeResult, Target
 from synprobe.sources import QueueSource
-from synprobe.targets import TargetSpace
+from synprobe.targets.tokens import TargetSpace
 
 # What the engine thread hands the dispatcher: a batch of results, or the end of the engine
 # loop (None when it ended normally, else the exception that ended it).
@@ -85,7 +85,7 @@ class Prober:
         # handshakes (docs/shaker-window.md). The raw engine has no such window.
         if engine == "shaker":
             # Imported here: the CLI, which never runs a Prober, does not pay for it (~5 ms).
-            from synprobe.prober_process import HelperEngine
+            from synprobe.helper.process import HelperEngine
 
             self._engine: Engine = HelperEngine(options)
         else:

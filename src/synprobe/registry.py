@@ -17,7 +17,7 @@ EngineFactory = Callable[[ProbeOptions], Engine]
 # name -> "module:attribute" of a factory taking ProbeOptions.
 _BUILTIN = {
     "shaker": "synprobe.engines.shaker:ShakerEngine",
-    "raw": "synprobe.engines.raw:RawEngine",
+    "raw": "synprobe.engines.raw.engine:RawEngine",
 }
 _registered: dict[str, EngineFactory] = {}
 

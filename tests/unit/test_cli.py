@@ -155,7 +155,7 @@ def test_via_needs_an_engine_that_can_choose_the_real_server(fake_engine: object
 
 
 def test_raw_workers_split_the_source_ports() -> None:
-    from synprobe.cli import _split_ports, build_parser
+    from synprobe.cli.command import _split_ports, build_parser
 
     args = build_parser().parse_args(["--engine", "raw", "--workers", "3", "--sport-range",
                                       "61000-61008", "198.18.0.2:80"])

@@ -14,8 +14,8 @@ import pytest
 
 from synprobe.cli import main
 from synprobe.errors import UsageError
-from synprobe.fdlimit import CLI_RESERVE, SHAKER_AUTO_MAX, cli_concurrency
-from synprobe.localaddr import check_source
+from synprobe.kernel.fdlimit import CLI_RESERVE, SHAKER_AUTO_MAX, cli_concurrency
+from synprobe.kernel.localaddr import check_source
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:

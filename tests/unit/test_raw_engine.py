@@ -20,9 +20,9 @@ from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
 import synprobe.registry as registry
 from synprobe import __version__
 from synprobe.cli import main
-from synprobe.engines import raw
 from synprobe.engines.base import ProbeOptions
-from synprobe.engines.raw import STATS, RawEngine
+from synprobe.engines.raw import engine as raw
+from synprobe.engines.raw.engine import STATS, RawEngine
 from synprobe.errors import EngineUnavailable, UsageError
 from synprobe.model import ProbeResult, State, Target
 from synprobe.prober import Prober

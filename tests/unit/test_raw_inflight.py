@@ -17,8 +17,8 @@ from test_raw_engine import NO_OVERLAP, FakeNet, engine, syn_fields
 import synprobe.registry as registry
 from synprobe.cli import main
 from synprobe.engines.base import ProbeOptions
-from synprobe.engines.raw import SEND_BURST, RawEngine
-from synprobe.fdlimit import RAW_INFLIGHT_BUDGET, RAW_RECORD_BYTES, cli_concurrency
+from synprobe.engines.raw.engine import SEND_BURST, RawEngine
+from synprobe.kernel.fdlimit import RAW_INFLIGHT_BUDGET, RAW_RECORD_BYTES, cli_concurrency
 from synprobe.model import State, Target
 from synprobe.sources import IterSource
 

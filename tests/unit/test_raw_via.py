@@ -16,9 +16,9 @@ from scapy.layers.inet import IP, TCP
 
 from synprobe.cli import main
 from synprobe.engines.base import ProbeOptions
-from synprobe.engines.l2 import L2Path, NeighbourUnresolved
-from synprobe.engines.raw import STATS, RawEngine
+from synprobe.engines.raw.engine import STATS, RawEngine
 from synprobe.errors import UsageError
+from synprobe.kernel.l2 import L2Path, NeighbourUnresolved
 from synprobe.model import ProbeResult, State, Target
 from synprobe.sources import IterSource
 from synprobe.wire.ether import format_mac, parse_mac, split_frame

@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from synprobe.workers import Workers, auto_workers
+from synprobe.cli.workers import Workers, auto_workers
 
 
 def test_shards_partition_the_callers_part() -> None:

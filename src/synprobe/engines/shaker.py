@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator
 from synprobe.engines.base import ProbeOptions, TargetSource
 from synprobe.engines.tcpinfo import handshake
 from synprobe.errors import EngineUnavailable, UsageError
-from synprobe.fdlimit import check_descriptors
-from synprobe.localaddr import set_freebind
-from synprobe.marks import check_mark, set_mark
+from synprobe.kernel.fdlimit import check_descriptors
+from synprobe.kernel.localaddr import set_freebind
+from synprobe.kernel.marks import check_mark, set_mark
 from synprobe.model import ProbeResult, State, Target, classify_errno
 from synprobe.pacing import Pacer
 from synprobe.sources import ABORT, NO_NEW, always_go

@@ -33,8 +33,8 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from synprobe.engines.netlink import ARPHRD_ETHER, RTN_LOCAL, RTN_UNICAST, NetlinkSocket
 from synprobe.errors import SynprobeError, UsageError
+from synprobe.kernel.netlink import ARPHRD_ETHER, RTN_LOCAL, RTN_UNICAST, NetlinkSocket
 from synprobe.wire.ether import (
     ETH_P_ARP,
     ETH_P_IP,

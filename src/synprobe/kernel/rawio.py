@@ -13,8 +13,8 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 
-from synprobe.localaddr import set_freebind
-from synprobe.marks import set_mark
+from synprobe.kernel.localaddr import set_freebind
+from synprobe.kernel.marks import set_mark
 from synprobe.wire.bpf import attach_filter, reply_filter
 
 SocketFactory = Callable[..., socket.socket]

@@ -3,7 +3,7 @@
 A long-lived `Prober(engine="shaker")` lives inside someone else's application, whose threads
 may hold the GIL for a second at a time. The shaker loop must close every answered socket
 within the kernel's ~200 ms delayed-ACK window or the kernel completes the handshake, so the
-loop runs in a helper process (`prober_helper`) that this object starts and owns:
+loop runs in a helper process (`helper.main`) that this object starts and owns:
 
 - started with the interpreter running us (`sys.executable`), from the calling thread, so it is
   in that thread's network namespace (as the sockets of an in-process loop would be);
@@ -34,7 +34,7 @@ from typing import Any
 
 from synprobe.engines.base import ProbeOptions, TargetSource
 from synprobe.errors import EngineUnavailable, UsageError
-from synprobe.framing import FrameError, FrameReader, encode
+from synprobe.helper.framing import FrameError, FrameReader, encode
 from synprobe.model import ProbeResult, State
 
 READY_TIMEOUT = 30.0  # seconds for the helper to start and build its engine
@@ -43,7 +43,7 @@ FRAME_TARGETS = 1024  # per frame: the helper decodes them between its loop's tu
 PULL_PER_TURN = 4 * FRAME_TARGETS
 _ERRORS: dict[str, type[Exception]] = {"UsageError": UsageError,
                                        "EngineUnavailable": EngineUnavailable}
-_BOOT = "import sys; from synprobe.prober_helper import main; sys.exit(main())"
+_BOOT = "import sys; from synprobe.helper.main import main; sys.exit(main())"
 
 
 def _rebuild(kind: str, message: str) -> Exception:

@@ -54,18 +54,18 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from synprobe.engines.base import ProbeOptions, TargetSource
-from synprobe.engines.l2 import FrameSender, L2Resolver, NeighbourUnresolved
-from synprobe.engines.rawio import (
+from synprobe.engines.raw.options import TokenBucket, parse_settings
+from synprobe.engines.raw.templates import load_template
+from synprobe.engines.raw.via import Lane, ViaPaths, ViaRoute, lane_of, unresolved_reason
+from synprobe.errors import EngineUnavailable, UsageError
+from synprobe.kernel.l2 import FrameSender, L2Resolver, NeighbourUnresolved
+from synprobe.kernel.rawio import (
     TRANSIENT_ERRNOS,
     PacketIO,
     SocketFactory,
     SourceRouter,
     local_port_range,
 )
-from synprobe.engines.rawopts import TokenBucket, parse_settings
-from synprobe.engines.rawvia import Lane, ViaPaths, ViaRoute, lane_of, unresolved_reason
-from synprobe.engines.templates import load_template
-from synprobe.errors import EngineUnavailable, UsageError
 from synprobe.model import ProbeResult, State, Target, classify_errno
 from synprobe.pacing import Pacer
 from synprobe.sources import ABORT, NO_NEW, always_go

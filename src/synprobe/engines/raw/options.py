@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from synprobe.errors import UsageError
-from synprobe.marks import check_mark
+from synprobe.kernel.marks import check_mark
 from synprobe.wire.cookie import DEFAULT_PORT_HI, DEFAULT_PORT_LO
 
 OPTIONS = frozenset({"rst", "port_lo", "port_hi", "sport_range", "mark", "via_mode", "freebind"})

@@ -32,8 +32,8 @@ import socket
 from collections.abc import Callable
 from typing import NamedTuple
 
-from synprobe.engines.l2 import L2Resolver, NeighbourUnresolved
 from synprobe.errors import UsageError
+from synprobe.kernel.l2 import L2Resolver, NeighbourUnresolved
 from synprobe.wire.tunnel import encapsulate
 
 MODES = ("l2", "ipip")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from synprobe.errors import UsageError
-from synprobe.intervals import Interval
+from synprobe.targets.intervals import Interval
 
 Address = tuple[int, int]  # (IP version, address as an integer)
 Resolver = Callable[..., Any]  # socket.getaddrinfo's signature

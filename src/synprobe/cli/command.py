@@ -17,18 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 from synprobe.api import ResultStream, check_via_support, make_options, probe_many
-from synprobe.cli_args import Parser, VersionAction
-from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
-from synprobe.fdlimit import (
-    RAW_INFLIGHT_BUDGET,
-    RAW_RECORD_BYTES,
-    SHAKER_AUTO_MAX,
-    cli_concurrency,
-)
-from synprobe.localaddr import check_source
-from synprobe.marks import parse_mark
-from synprobe.model import Target
-from synprobe.output import (
+from synprobe.cli.args import Parser, VersionAction
+from synprobe.cli.output import (
     CsvWriter,
     JsonWriter,
     LineSink,
@@ -38,10 +28,21 @@ from synprobe.output import (
     lost_replies,
     merge_stats,
 )
+from synprobe.cli.stops import StopSignals
+from synprobe.cli.workers import Workers, auto_workers
+from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
+from synprobe.kernel.fdlimit import (
+    RAW_INFLIGHT_BUDGET,
+    RAW_RECORD_BYTES,
+    SHAKER_AUTO_MAX,
+    cli_concurrency,
+)
+from synprobe.kernel.localaddr import check_source
+from synprobe.kernel.marks import parse_mark
+from synprobe.model import Target
 from synprobe.registry import create_engine, engines
-from synprobe.space import DEFAULT_LIMIT
-from synprobe.stops import StopSignals
-from synprobe.targets import (
+from synprobe.targets.space import DEFAULT_LIMIT
+from synprobe.targets.tokens import (
     Prepared,
     build_space,
     iter_target_file,
@@ -52,7 +53,6 @@ from synprobe.targets import (
 )
 from synprobe.textsafe import visible
 from synprobe.wire.cookie import DEFAULT_PORT_HI, DEFAULT_PORT_LO
-from synprobe.workers import Workers, auto_workers
 
 EXIT_ALL_OPEN = 0
 EXIT_NOT_ALL_OPEN = 1
