@@ -23,7 +23,7 @@ import pytest
 import synprobe
 from synprobe.cli import main
 from synprobe.errors import UsageError
-from synprobe.kernel.l2 import L2Resolver, NeighbourUnresolved
+from synprobe.kernel.neighbours import L2Resolver, NeighbourUnresolved
 from synprobe.wire.cookie import CookieKey
 from synprobe.wire.ether import arp_request, frame, parse_mac
 from synprobe.wire.replies import Reply, match_reply

@@ -11,8 +11,10 @@ import pytest
 from scapy.layers.l2 import ARP, Ether
 
 from synprobe.errors import UsageError
-from synprobe.kernel.l2 import FrameSender, L2Path, L2Resolver, NeighbourUnresolved
-from synprobe.kernel.netlink import (
+from synprobe.kernel.frames import FrameSender
+from synprobe.kernel.neighbours import L2Path, L2Resolver, NeighbourUnresolved
+from synprobe.wire.ether import neighbor_solicitation, parse_mac
+from synprobe.wire.netlink import (
     ARPHRD_ETHER,
     IFLA_ADDRESS,
     IFLA_IFNAME,
@@ -47,7 +49,6 @@ from synprobe.kernel.netlink import (
     route_request,
     split_messages,
 )
-from synprobe.wire.ether import neighbor_solicitation, parse_mac
 
 OUR_MAC, RS_MAC = parse_mac("02:d5:00:00:00:01"), parse_mac("02:d5:00:00:00:11")
 

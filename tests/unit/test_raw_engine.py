@@ -1,5 +1,5 @@
 """The raw engine without root: option checks, --dry-run, the capability error, and its loop
-run against a fake network (a stand-in for `rawio.PacketIO` that answers SYNs like the lab)."""
+run against a fake network (a stand-in for `PacketIO` that answers SYNs like the lab)."""
 
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ def answer(syn: bytes) -> list[bytes]:
 
 
 class FakeNet:
-    """Stands in for `rawio.PacketIO`: records what is sent, queues `responder`'s answers, and
+    """Stands in for `PacketIO`: records what is sent, queues `responder`'s answers, and
     signals them on a pipe the engine polls. `fail` maps a port to the errno its sends get."""
 
     def __init__(self, responder: Callable[[bytes], list[bytes]] = answer) -> None:

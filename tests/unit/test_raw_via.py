@@ -18,7 +18,7 @@ from synprobe.cli import main
 from synprobe.engines.base import ProbeOptions
 from synprobe.engines.raw.engine import STATS, RawEngine
 from synprobe.errors import UsageError
-from synprobe.kernel.l2 import L2Path, NeighbourUnresolved
+from synprobe.kernel.neighbours import L2Path, NeighbourUnresolved
 from synprobe.model import ProbeResult, State, Target
 from synprobe.sources import IterSource
 from synprobe.wire.ether import format_mac, parse_mac, split_frame

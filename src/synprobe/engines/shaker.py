@@ -25,6 +25,7 @@ from synprobe.errors import EngineUnavailable, UsageError
 from synprobe.kernel.fdlimit import check_descriptors
 from synprobe.kernel.localaddr import set_freebind
 from synprobe.kernel.marks import check_mark, set_mark
+from synprobe.kernel.sockets import IP_RECVERR, IPV6_RECVERR, SocketFactory
 from synprobe.model import ProbeResult, State, Target, classify_errno
 from synprobe.pacing import Pacer
 from synprobe.sources import ABORT, NO_NEW, always_go
@@ -52,8 +53,6 @@ _IN_PROGRESS = (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY)
 # struct sock_extended_err (linux/errqueue.h): errno, origin, type, code, pad, info, data.
 _EXTENDED_ERR = struct.Struct("=IBBBBII")
 _ORIGIN_ICMP, _ORIGIN_ICMP6 = 2, 3
-# linux/in.h and linux/in6.h; Python's socket module does not export them.
-IP_RECVERR, IPV6_RECVERR = 11, 25
 _RECVERR = {
     socket.AF_INET: (socket.IPPROTO_IP, IP_RECVERR),
     socket.AF_INET6: (socket.IPPROTO_IPV6, IPV6_RECVERR),
@@ -98,7 +97,7 @@ class ShakerEngine:
         self,
         options: ProbeOptions,
         *,
-        socket_factory: Callable[..., socket.socket] = socket.socket,
+        socket_factory: SocketFactory = socket.socket,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 < options.timeout <= MAX_ATTEMPT_TIMEOUT:

@@ -2,7 +2,7 @@
 keyed cookie, and every SYN-ACK answered with a RST.
 
 The packet work is pure and lives in `synprobe.wire` (templates, cookies, reply validation);
-the sockets live in `rawio`. This module is the loop between them. The only per-target state
+the sockets in `synprobe.kernel`. This module is the loop between them. The only per-target state
 is the in-flight table, at most `concurrency` entries keyed by (packed address, port), which
 carries what a result reports: attempts, the send time of each, retries, the deadline.
 A reply is trusted only if its cookie checks out; a valid reply for a target no longer in
@@ -28,7 +28,7 @@ bare RST (seq = the SYN-ACK's ack) for every valid SYN-ACK, for hosts where the 
 are suppressed (e.g. a firewall dropping them), through a token bucket against reply floods.
 
 DSR checks through a named real server (`Target.via`; `via_mode` "l2" or "ipip") are the same
-loop with three differences, explained in `rawvia`: the SYN leaves in a frame to the real
+loop with three differences, explained in `via`: the SYN leaves in a frame to the real
 server's MAC or in an IP-in-IP packet to it; its cookie is salted with the real server's
 address (the reply comes from the VIP and names the real server only through the cookie); and
 the engine always resets an open port itself, the way the SYN went.
@@ -38,7 +38,7 @@ addresses): sendmmsg(2) through ctypes, batches of 256, 4.46 µs per packet, one
 per packet 4.66 µs, when the SYN is answered (on veth the peer's SYN-ACK and the kernel's
 RST are processed inside the sending call); 1.68 against 1.74 µs when the peer drops it.
 Filling the sendmmsg batch costs 0.47 µs per packet in Python; the kernel dominates either
-way. sendmmsg measured best, so `rawio.MmsgSender` is used.
+way. sendmmsg measured best, so `kernel.mmsg.MmsgSender` is used.
 """
 
 from __future__ import annotations
@@ -58,14 +58,13 @@ from synprobe.engines.raw.options import TokenBucket, parse_settings
 from synprobe.engines.raw.templates import load_template
 from synprobe.engines.raw.via import Lane, ViaPaths, ViaRoute, lane_of, unresolved_reason
 from synprobe.errors import EngineUnavailable, UsageError
-from synprobe.kernel.l2 import FrameSender, L2Resolver, NeighbourUnresolved
-from synprobe.kernel.rawio import (
-    TRANSIENT_ERRNOS,
-    PacketIO,
-    SocketFactory,
-    SourceRouter,
-    local_port_range,
-)
+from synprobe.kernel.frames import FrameSender
+from synprobe.kernel.mmsg import TRANSIENT_ERRNOS
+from synprobe.kernel.neighbours import L2Resolver, NeighbourUnresolved
+from synprobe.kernel.packetio import PacketIO
+from synprobe.kernel.routing import SourceRouter
+from synprobe.kernel.sockets import SocketFactory
+from synprobe.kernel.sysctl import local_port_range
 from synprobe.model import ProbeResult, State, Target, classify_errno
 from synprobe.pacing import Pacer
 from synprobe.sources import ABORT, NO_NEW, always_go
@@ -372,7 +371,7 @@ class RawEngine:
 
     def _admit_via(self, target: Target, dst: bytes, v6: bool, table: dict[Key, Probe],
                    queue: deque[Probe], done: list[ProbeResult]) -> None:
-        """A check of `target` through real server `target.via` (see rawvia). A via that
+        """A check of `target` through real server `target.via` (see via.py). A via that
         cannot work (not on-link in l2 mode, wrong family) is an error result for the check."""
         assert target.via is not None
         try:
@@ -556,7 +555,7 @@ class RawEngine:
             if route is not None and route.mac is not None and mac is not None \
                     and mac != route.mac:
                 counters["via_mac_mismatch"] += 1  # answered through a router? (cookie holds)
-            # Through a real server the engine always resets: see rawvia.
+            # Through a real server the engine always resets: see via.py.
             if reply.state is State.OPEN and (self.rst == "self" or route is not None):
                 if self._rst_bucket.take():
                     rsts.append((reply, route))

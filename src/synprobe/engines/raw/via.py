@@ -32,11 +32,12 @@ import socket
 from collections.abc import Callable
 from typing import NamedTuple
 
+from synprobe.engines.raw.options import VIA_MODES
 from synprobe.errors import UsageError
-from synprobe.kernel.l2 import L2Resolver, NeighbourUnresolved
+from synprobe.kernel.neighbours import L2Resolver, NeighbourUnresolved
+from synprobe.kernel.sockets import ntop
 from synprobe.wire.tunnel import encapsulate
 
-MODES = ("l2", "ipip")
 Lane = tuple[str, object]  # ("ip", v6): the raw IP sockets; ("frame", ifname): a packet socket
 
 
@@ -58,15 +59,11 @@ class ViaRoute(NamedTuple):
         return encapsulate(packet, self.source, self.via)
 
     def describe(self) -> str:
-        via = _ntop(self.via)
+        via = ntop(self.via)
         if self.mode == "l2":
             mac = ":".join(f"{b:02x}" for b in self.mac or b"")
             return f"in a frame to {via} ({mac}) on {self.ifname}"
         return f"in IP-in-IP from {self.source_text} to {via}"
-
-
-def _ntop(addr: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET6 if len(addr) == 16 else socket.AF_INET, addr)
 
 
 def lane_of(route: ViaRoute | None, v6: bool, dst: bytes) -> tuple[Lane, bytes]:
@@ -96,8 +93,8 @@ class ViaPaths:
     def __init__(self, mode: str, source: str | None, mark: int | None,
                  lookup_source: Callable[[bool, bytes], tuple[bytes, str] | int],
                  resolver: L2Resolver | None = None) -> None:
-        if mode not in MODES:
-            raise UsageError(f"via_mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode not in VIA_MODES:
+            raise UsageError(f"via_mode must be one of {', '.join(VIA_MODES)}, got {mode!r}")
         self.mode = mode
         self._lookup_source = lookup_source
         self._resolver = resolver or L2Resolver(source=source, mark=mark)
@@ -114,7 +111,7 @@ class ViaPaths:
         packed = socket.inet_pton(socket.AF_INET6 if v6 else socket.AF_INET, via)
         if self.mode == "l2":
             path = self._resolver.path(packed, ask=ask)
-            found = ViaRoute("l2", packed, path.source, _ntop(path.source), path.ifname,
+            found = ViaRoute("l2", packed, path.source, ntop(path.source), path.ifname,
                              path.header(), path.dst_mac)
         else:
             src = self._lookup_source(v6, packed)

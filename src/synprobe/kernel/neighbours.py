@@ -1,4 +1,4 @@
-"""Direct-routing (L2 DSR) paths to real servers, and the packet sockets that send frames on them.
+"""Direct-routing (L2 DSR) paths to real servers: route, interface and neighbour (MAC).
 
 For a check of VIP:port through real server RS, the SYN to the VIP must leave in a frame
 addressed to RS's MAC, on the interface that reaches RS. `L2Resolver.path(rs)` finds that out
@@ -34,7 +34,8 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from synprobe.errors import SynprobeError, UsageError
-from synprobe.kernel.netlink import ARPHRD_ETHER, RTN_LOCAL, RTN_UNICAST, NetlinkSocket
+from synprobe.kernel.netlink import NetlinkSocket
+from synprobe.kernel.sockets import SocketFactory, ntop
 from synprobe.wire.ether import (
     ETH_P_ARP,
     ETH_P_IP,
@@ -47,8 +48,7 @@ from synprobe.wire.ether import (
     parse_arp_reply,
     parse_neighbor_advert,
 )
-
-SocketFactory = Callable[..., socket.socket]
+from synprobe.wire.netlink import ARPHRD_ETHER, RTN_LOCAL, RTN_UNICAST
 
 
 class NeighbourUnresolved(SynprobeError):
@@ -80,11 +80,7 @@ class L2Path(NamedTuple):
                             ETH_P_IPV6 if len(self.via) == 16 else ETH_P_IP)
 
     def __str__(self) -> str:
-        return f"{_ntop(self.via)} at {format_mac(self.dst_mac)} on {self.ifname}"
-
-
-def _ntop(addr: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET6 if len(addr) == 16 else socket.AF_INET, addr)
+        return f"{ntop(self.via)} at {format_mac(self.dst_mac)} on {self.ifname}"
 
 
 def _errno_name(code: int) -> str:
@@ -143,7 +139,7 @@ class L2Resolver:
         self._cache.clear()
 
     def _find(self, via: bytes, ask: bool) -> L2Path:
-        text = _ntop(via)
+        text = ntop(via)
         with self._netlink() as nl:
             route = nl.route(via, self.mark)
             if isinstance(route, int):
@@ -161,7 +157,7 @@ class L2Resolver:
             if route.gateway is not None:
                 raise UsageError(
                     f"--via {text} is not on a directly connected network (the route goes via "
-                    f"{_ntop(route.gateway)} on {link.name}); direct routing (L2) needs the real "
+                    f"{ntop(route.gateway)} on {link.name}); direct routing (L2) needs the real "
                     f"server on one of this host's links: use --via-mode ipip to reach it "
                     f"through a tunnel, or check from a host on its segment")
             if link.hatype != ARPHRD_ETHER or link.address is None or len(link.address) != 6:
@@ -226,36 +222,3 @@ class L2Resolver:
         finally:
             sock.close()
         raise NeighbourUnresolved(text, ifname, how)
-
-
-class FrameSender:
-    """Packet sockets (AF_PACKET, SOCK_RAW, protocol 0: they receive nothing), one per interface,
-    sending whole Ethernet frames. Needs CAP_NET_RAW (PermissionError otherwise)."""
-
-    def __init__(self, socket_factory: SocketFactory = socket.socket) -> None:
-        self._socket = socket_factory
-        self._socks: dict[str, socket.socket] = {}
-
-    def send(self, ifname: str, frames: list[bytes]) -> list[tuple[int, int]]:
-        """Send frames on `ifname`; return (index, errno) of those that failed."""
-        sock = self._socks.get(ifname)
-        if sock is None:
-            sock = self._socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
-            try:
-                sock.bind((ifname, 0))
-            except BaseException:
-                sock.close()
-                raise
-            self._socks[ifname] = sock
-        failed = []
-        for i, data in enumerate(frames):
-            try:
-                sock.send(data)
-            except OSError as exc:
-                failed.append((i, exc.errno or errno.EIO))
-        return failed
-
-    def close(self) -> None:
-        for sock in self._socks.values():
-            sock.close()
-        self._socks.clear()
