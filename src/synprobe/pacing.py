@@ -1,8 +1,9 @@
-"""A smooth send pacer (token bucket) shared by the engines."""
+"""The one token bucket: paces the engines' SYNs, and bounds the RSTs the raw engine sends."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 
 class Pacer:
@@ -10,17 +11,20 @@ class Pacer:
 
     A small burst keeps the wire smooth while letting an engine batch its sends; the engine asks
     `allowance()` how many it may send now and `delay()` how long to wait when the answer is 0.
-    With rate None every request is allowed at once.
+    With rate None every request is allowed at once. `full` starts the bucket with a whole
+    burst (a budget for answers: every check in flight may be answered at once) instead of one
+    token (a pacer: the first burst is spread like the rest). `clock` is the seam tests replace.
     """
 
-    def __init__(self, rate: float | None, burst: int | None = None, clock=time.monotonic) -> None:
+    def __init__(self, rate: float | None, burst: int | None = None,
+                 clock: Callable[[], float] = time.monotonic, *, full: bool = False) -> None:
         if rate is not None and rate <= 0:
             raise ValueError("rate must be positive (or None for no limit)")
         self.rate = rate
         self._clock = clock
         # About 5 ms worth of sends: enough to batch syscalls, small enough to stay smooth.
         self.burst = burst or (max(1, int(rate / 200)) if rate else 1 << 30)
-        self._tokens = float(self.burst) if rate is None else 1.0
+        self._tokens = float(self.burst) if rate is None or full else 1.0
         self._last = clock()
 
     def allowance(self, wanted: int) -> int:
@@ -33,6 +37,10 @@ class Pacer:
         granted = min(wanted, int(self._tokens))
         self._tokens -= granted
         return granted
+
+    def take(self) -> bool:
+        """One send, if allowed now (the caller sends it only then)."""
+        return self.allowance(1) == 1
 
     def delay(self) -> float:
         """Seconds until at least one more send is allowed (0 when one is allowed now)."""

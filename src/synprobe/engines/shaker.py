@@ -186,7 +186,7 @@ class ShakerEngine:
     def run(self, source: TargetSource) -> Iterator[list[ProbeResult]]:
         opts = self.options
         clock = self._clock
-        pacer = Pacer(opts.rate)
+        pacer = Pacer(opts.rate, clock=clock)
         poller = select.epoll()
         inflight: dict[int, _Attempt] = {}
         # Every attempt gets the same timeout, so deadlines come due in the order attempts

@@ -54,7 +54,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from synprobe.engines.base import ProbeOptions, TargetSource
-from synprobe.engines.raw.options import TokenBucket, parse_settings
+from synprobe.engines.raw.options import parse_settings
 from synprobe.engines.raw.templates import load_template
 from synprobe.engines.raw.via import Lane, ViaPaths, ViaRoute, lane_of, unresolved_reason
 from synprobe.errors import EngineUnavailable, UsageError
@@ -156,7 +156,7 @@ class RawEngine:
         rate = 2 * options.rate if options.rate else UNLIMITED_RST_RATE
         # Each SYN earns one SYN-ACK; twice the SYN rate leaves room for retransmitted ones,
         # and the burst lets every probe in flight be answered at once.
-        self._rst_bucket = TokenBucket(rate, max(64, options.concurrency), clock)
+        self._rst_bucket = Pacer(rate, max(64, options.concurrency), clock, full=True)
         self._via = ViaPaths(self.settings.via_mode, options.source, self._mark,
                              lambda v6, dst: self._router.lookup(v6, dst, self._clock()),
                              resolver)
@@ -272,7 +272,7 @@ class RawEngine:
     def _loop(self, source: TargetSource, io: PacketIO,
               poller: select.epoll) -> Iterator[list[ProbeResult]]:
         opts, clock, counters = self.options, self._clock, self._counters
-        pacer = Pacer(opts.rate)
+        pacer = Pacer(opts.rate, clock=clock)
         table: dict[Key, Probe] = {}
         queue: deque[Probe] = deque()  # first attempts and retries waiting for the pacer
         # One timeout for every attempt: deadlines come due in send order, so a FIFO is a

@@ -1,9 +1,7 @@
-"""The raw engine's own options, checked once when it is made, and the token bucket that limits
-the RSTs it sends itself. No sockets here."""
+"""The raw engine's own options, checked once when it is made. No sockets here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 from synprobe.errors import UsageError
@@ -59,19 +57,3 @@ def parse_settings(extra: dict[str, object],
             f"sysctl -w net.ipv4.ip_local_port_range=\"{ephemeral[0]} {lo - 1}\"")
     return RawSettings(str(rst), lo, hi, mark, str(via_mode), bool(extra.get("freebind")))
 
-
-class TokenBucket:
-    """`burst` at once (it starts full), then `rate` per second."""
-
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
-        self.rate, self.burst, self._clock = rate, float(burst), clock
-        self._tokens, self._last = float(burst), clock()
-
-    def take(self) -> bool:
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
