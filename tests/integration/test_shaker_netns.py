@@ -358,7 +358,9 @@ def test_mark_without_the_capability_is_one_clear_line_and_exit_3(lab: Lab) -> N
                                       cmd], check=False)
     assert proc.returncode == 3, proc.stderr
     [line] = proc.stderr.splitlines()
-    assert line.startswith("synprobe: error: --mark needs CAP_NET_ADMIN or CAP_NET_RAW"), line
+    assert line.startswith("synprobe: error: the shaker engine needs CAP_NET_ADMIN or "
+                           "CAP_NET_RAW to set a mark"), line
+    assert "docs/engines.md#privileges" in line and "--" not in line  # the library's words
     assert proc.stdout == ""
     # With the capability the same check runs, marked.
     ok = lab.exec("client", [sys.executable, "-m", "synprobe", "--mark", "7", "--json",

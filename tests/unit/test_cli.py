@@ -155,15 +155,13 @@ def test_via_needs_an_engine_that_can_choose_the_real_server(fake_engine: object
 
 
 def test_raw_workers_split_the_source_ports() -> None:
-    from synprobe.cli.command import _split_ports, build_parser
+    from synprobe.engines.raw.options import RawOptions
 
-    args = build_parser().parse_args(["--engine", "raw", "--workers", "3", "--sport-range",
-                                      "61000-61008", "198.18.0.2:80"])
-    assert _split_ports(args, 3) == ["61000-61002", "61003-61005", "61006-61008"]
-    args = build_parser().parse_args(["--engine", "raw", "--workers", "4", "--sport-range",
-                                      "61000-61002", "198.18.0.2:80"])
+    parts = RawOptions(port_lo=61000, port_hi=61008).split(3)
+    assert [(p.port_lo, p.port_hi) for p in parts] == [(61000, 61002), (61003, 61005),
+                                                       (61006, 61008)]
     with pytest.raises(UsageError, match="too small for 4 workers"):
-        _split_ports(args, 4)
+        RawOptions(port_lo=61000, port_hi=61002).split(4)
 
 
 def test_an_engine_bug_exits_3_not_1(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,7 @@ from scapy.layers.inet import IP, TCP
 from synprobe.cli import main
 from synprobe.engines.base import ProbeOptions
 from synprobe.engines.raw.engine import STATS, RawEngine
+from synprobe.engines.raw.options import RawOptions
 from synprobe.errors import UsageError
 from synprobe.kernel.neighbours import L2Path, NeighbourUnresolved
 from synprobe.model import ProbeResult, State, Target
@@ -45,7 +46,7 @@ class FakeResolver:
         text = socket.inet_ntop(socket.AF_INET, via)
         self.asked.append((text, ask))
         if text == ROUTED:  # the route is looked at first, as L2Resolver does
-            raise UsageError(f"--via {text} is not on a directly connected network")
+            raise UsageError(f"real server {text} is not on a directly connected network")
         if text == SILENT or (text not in MACS and not ask):
             raise NeighbourUnresolved(text, "dsr0", "ARP", asked=ask)
         return L2Path(via, 2, "dsr0", pton(OURS), parse_mac(OUR_MAC), parse_mac(MACS[text]))
@@ -149,7 +150,9 @@ def link() -> Iterator[FakeLink]:
 
 
 def engine(link: FakeLink, **extra: object) -> RawEngine:
-    return RawEngine(ProbeOptions(timeout=0.05, retries=0, extra=dict(extra)), io_factory=link,
+    return RawEngine(ProbeOptions(timeout=0.05, retries=0,
+                                  engine_options=RawOptions.from_keywords(dict(extra))),
+                     io_factory=link,
                      socket_factory=link.socket, ephemeral_ports=lambda: (32768, 60999),
                      resolver=FakeResolver())  # type: ignore[arg-type]
 
@@ -269,7 +272,7 @@ def test_dry_run_describes_the_frame_or_tunnel_and_asks_nobody(link: FakeLink) -
 
 def test_via_mode_option_and_flag() -> None:
     with pytest.raises(UsageError, match="via_mode must be 'l2' or 'ipip'"):
-        RawEngine(ProbeOptions(extra={"via_mode": "gre"}), ephemeral_ports=lambda: None)
+        RawOptions(via_mode="gre")
     for argv, words in ((["--engine", "raw", "--via-mode", "ipip"], "give --via"),
                         (["--via-mode", "l2", "--via", RS1], "raw engine only")):
         err = io.StringIO()

@@ -10,21 +10,19 @@ No privileges are needed.
 from __future__ import annotations
 
 import errno
-import os
 import select
 import socket
 import struct
-import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from synprobe.engines.base import ProbeOptions, TargetSource
+from synprobe.engines.base import ProbeOptions, TargetSource, os_errors, require_capability
 from synprobe.engines.tcpinfo import handshake
-from synprobe.errors import EngineUnavailable, UsageError
+from synprobe.errors import UsageError
 from synprobe.kernel.fdlimit import check_descriptors
 from synprobe.kernel.localaddr import set_freebind
-from synprobe.kernel.marks import check_mark, set_mark
+from synprobe.kernel.marks import set_mark
 from synprobe.kernel.sockets import IP_RECVERR, IPV6_RECVERR, SocketFactory
 from synprobe.model import ProbeResult, State, Target, classify_errno
 from synprobe.pacing import Pacer
@@ -90,8 +88,19 @@ def _icmp_verdict(sock: socket.socket) -> tuple[State, str] | None:
     return None if icmp is None else classify_icmp(*icmp)
 
 
+def describe_connect(options: ProbeOptions, target: Target, *, as_json: bool = False) -> str:
+    """What a shaker check of `target` would do, for a dry run (a JSON object with as_json: the
+    kernel builds the SYN, so it has no packet)."""
+    if as_json:
+        return dry_run_json("shaker", target, timeout=options.timeout,
+                            attempts=options.retries + 1, source=options.source)
+    return (f"connect {options.source or '*'} -> {target} SO_LINGER=0 TCP_QUICKACK=0 "
+            f"timeout={options.timeout:g}s attempts={options.retries + 1}")
+
+
 class ShakerEngine:
     name = "shaker"
+    supports_via = False
 
     def __init__(
         self,
@@ -111,11 +120,9 @@ class ShakerEngine:
         self._socket = socket_factory
         self._clock = clock
         check_descriptors(options.concurrency)  # each attempt in flight is an open socket
-        unknown = set(options.extra) - {"mark", "freebind"}
-        if unknown:
-            raise UsageError(f"the shaker engine has no option {', '.join(sorted(unknown))}")
-        mark = options.extra.get("mark")
-        self._mark = None if mark is None else check_mark(mark)
+        if options.engine_options is not None:
+            raise UsageError("the shaker engine takes no engine_options")
+        self._mark = options.mark
         if self._mark is not None:
             self._check_mark(self._mark)
         # late_handshakes: open targets whose final ACK the kernel sent because this loop was
@@ -134,22 +141,12 @@ class ShakerEngine:
         with self._socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
             try:
                 set_mark(sock, mark)
-            except PermissionError:
-                raise EngineUnavailable(
-                    "--mark needs CAP_NET_ADMIN or CAP_NET_RAW (run as root, or grant one with "
-                    f"`setcap cap_net_admin+ep {os.path.realpath(sys.executable)}`), or drop "
-                    "--mark"
-                ) from None
+            except PermissionError as exc:
+                raise require_capability(self.name, "CAP_NET_ADMIN or CAP_NET_RAW to set a "
+                                         "mark (SO_MARK)", exc) from None
 
     def describe(self, target: Target, *, as_json: bool = False) -> str:
-        """What a check of `target` would do, for --dry-run (a JSON object with --json: the
-        kernel builds the SYN, so it has no packet)."""
-        if as_json:
-            return dry_run_json(self.name, target, timeout=self.options.timeout,
-                                attempts=self.options.retries + 1, source=self.options.source)
-        src = self.options.source or "*"
-        return (f"connect {src} -> {target} SO_LINGER=0 TCP_QUICKACK=0 "
-                f"timeout={self.options.timeout:g}s attempts={self.options.retries + 1}")
+        return describe_connect(self.options, target, as_json=as_json)
 
     def _open(self, target: Target) -> socket.socket:
         family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
@@ -175,7 +172,7 @@ class ShakerEngine:
                 # reserves a port per socket from ip_local_port_range, and a health checker
                 # bound to one IP runs out of them ("address already in use").
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_BIND_ADDRESS_NO_PORT, 1)
-                if self.options.extra.get("freebind"):
+                if self.options.freebind:
                     set_freebind(sock)  # the caller's opt-in: a source not (yet) ours
                 sock.bind((self.options.source, 0))
         except BaseException:
@@ -183,7 +180,16 @@ class ShakerEngine:
             raise
         return sock
 
+    def preflight(self, vias: Sequence[str] = (), families: Iterable[bool] = ()) -> None:
+        """Nothing to open ahead: each attempt's socket lives only while it is in flight (and
+        the options, the mark's privilege and the file limit were checked when it was made).
+        The shaker cannot choose a real server: `supports_via` is False."""
+
     def run(self, source: TargetSource) -> Iterator[list[ProbeResult]]:
+        with os_errors(self.name):  # e.g. epoll_create with no descriptor left
+            yield from self._run(source)
+
+    def _run(self, source: TargetSource) -> Iterator[list[ProbeResult]]:
         opts = self.options
         clock = self._clock
         pacer = Pacer(opts.rate, clock=clock)

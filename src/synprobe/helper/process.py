@@ -28,14 +28,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from synprobe.engines.base import ProbeOptions, TargetSource
 from synprobe.errors import EngineUnavailable, UsageError
 from synprobe.helper.framing import FrameError, FrameReader, encode
-from synprobe.model import ProbeResult, State
+from synprobe.model import ProbeResult, State, Target
 
 READY_TIMEOUT = 30.0  # seconds for the helper to start and build its engine
 EXIT_TIMEOUT = 5.0  # after its end message, or after our channel closed
@@ -74,6 +74,7 @@ class HelperEngine:
             raise EngineUnavailable(
                 "a shaker Prober runs its loop in a helper process, but sys.executable is "
                 "not set, so no interpreter can be started")
+        self.options = options
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock = ours
         self._stats: dict[str, int] = {}
@@ -98,6 +99,14 @@ class HelperEngine:
         except BaseException:
             self.close()
             raise
+
+    def preflight(self, vias: Sequence[str] = (), families: Iterable[bool] = ()) -> None:
+        """The helper said "ready" (its engine was made) before the constructor returned."""
+
+    def describe(self, target: Target, *, as_json: bool = False) -> str:
+        from synprobe.engines.shaker import describe_connect  # no scapy: the shaker's module
+
+        return describe_connect(self.options, target, as_json=as_json)
 
     def _await_ready(self) -> int:
         deadline = time.monotonic() + READY_TIMEOUT

@@ -143,28 +143,29 @@ class L2Resolver:
         with self._netlink() as nl:
             route = nl.route(via, self.mark)
             if isinstance(route, int):
-                raise UsageError(f"--via {text}: the kernel has no route to it "
+                raise UsageError(f"real server {text}: the kernel has no route to it "
                                  f"({_errno_name(route)}); direct routing needs the real server "
                                  f"on a directly connected network")
             if route.kind == RTN_LOCAL:
-                raise UsageError(f"--via {text} is an address of this host, not a real server")
+                raise UsageError(f"real server {text} is an address of this host, not a real "
+                                 "server")
             if route.kind != RTN_UNICAST:
-                raise UsageError(f"--via {text}: its route is of type {route.kind_name}, not a "
-                                 f"host on a directly connected network")
+                raise UsageError(f"real server {text}: its route is of type {route.kind_name}, "
+                                 "not a host on a directly connected network")
             link = nl.link(route.oif) if route.oif is not None else None
             if link is None:
-                raise UsageError(f"--via {text}: the kernel names no interface for it")
+                raise UsageError(f"real server {text}: the kernel names no interface for it")
             if route.gateway is not None:
                 raise UsageError(
-                    f"--via {text} is not on a directly connected network (the route goes via "
-                    f"{ntop(route.gateway)} on {link.name}); direct routing (L2) needs the real "
-                    f"server on one of this host's links: use --via-mode ipip to reach it "
+                    f"real server {text} is not on a directly connected network (the route goes "
+                    f"via {ntop(route.gateway)} on {link.name}); direct routing (L2) needs the "
+                    f"real server on one of this host's links: use via mode ipip to reach it "
                     f"through a tunnel, or check from a host on its segment")
             if link.hatype != ARPHRD_ETHER or link.address is None or len(link.address) != 6:
-                raise UsageError(f"--via {text}: {link.name} is not an Ethernet interface "
+                raise UsageError(f"real server {text}: {link.name} is not an Ethernet interface "
                                  f"(type {link.hatype}); direct routing needs MAC addresses")
             if not link.up:
-                raise UsageError(f"--via {text}: interface {link.name} is down")
+                raise UsageError(f"real server {text}: interface {link.name} is down")
             source = self._source(via, route.prefsrc, text)
             neigh = nl.neighbour(via, link.index)
         if neigh is not None and neigh.usable and neigh.lladdr is not None:
@@ -181,12 +182,12 @@ class L2Resolver:
             family = socket.AF_INET6 if ":" in self.source else socket.AF_INET
             packed = socket.inet_pton(family, self.source)
             if len(packed) != len(via):
-                raise UsageError(f"--source {self.source} and --via {text} are of different "
+                raise UsageError(f"source {self.source} and real server {text} are of different "
                                  f"IP versions")
             return packed
         if prefsrc is None or len(prefsrc) != len(via):
-            raise UsageError(f"--via {text}: no local address to send from on its link "
-                             f"(give --source)")
+            raise UsageError(f"real server {text}: no local address to send from on its link "
+                             f"(give a source address)")
         return prefsrc
 
     def _ask(self, via: bytes, ifname: str, our_mac: bytes, source: bytes, text: str) -> bytes:

@@ -44,17 +44,15 @@ way. sendmmsg measured best, so `kernel.mmsg.MmsgSender` is used.
 from __future__ import annotations
 
 import functools
-import os
 import select
 import socket
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from synprobe.engines.base import ProbeOptions, TargetSource
-from synprobe.engines.raw.options import parse_settings
+from synprobe.engines.base import ProbeOptions, TargetSource, os_errors, require_capability
+from synprobe.engines.raw.options import RawOptions
 from synprobe.engines.raw.templates import load_template
 from synprobe.engines.raw.via import Lane, ViaPaths, ViaRoute, lane_of, unresolved_reason
 from synprobe.errors import EngineUnavailable, UsageError
@@ -141,15 +139,19 @@ class RawEngine:
         ephemeral_ports: Callable[[], tuple[int, int] | None] | None = None,
         resolver: L2Resolver | None = None,
     ) -> None:
-        self.settings = parse_settings(options.extra, (ephemeral_ports or local_port_range)())
-        self.rst, self._mark = self.settings.rst, self.settings.mark
+        settings = options.engine_options or RawOptions()
+        if not isinstance(settings, RawOptions):
+            raise UsageError(f"the raw engine takes RawOptions, not {type(settings).__name__}")
+        settings.check_ephemeral((ephemeral_ports or local_port_range)())
+        self.settings = settings
+        self.rst, self._mark = settings.rst, options.mark
         self.options = options
-        self._key = CookieKey(key, self.settings.port_lo, self.settings.port_hi)
+        self._key = CookieKey(key, settings.port_lo, settings.port_hi)
         self._socket = socket_factory
         self._io_factory = io_factory
         self._clock = clock
         self._router = SourceRouter(options.source, self._mark, socket_factory,
-                                    freebind=self.settings.freebind)
+                                    freebind=options.freebind)
         self._templates: dict[tuple[bytes, bool], PacketTemplate] = {}
         self._builders: dict[bytes, Callable[[bytes, int, int, int], bytes]] = {}  # SYNs
         self._counters = dict.fromkeys(STATS + VIA_STATS, 0)
@@ -230,41 +232,40 @@ class RawEngine:
 
     def _unavailable(self, exc: OSError) -> EngineUnavailable:
         caps = "CAP_NET_RAW" if self._mark is None else "CAP_NET_RAW and CAP_NET_ADMIN"
-        return EngineUnavailable(
-            f"the raw engine needs {caps} to open raw and packet sockets "
-            f"({exc.strerror or exc}); run it as root, grant it with `setcap "
-            f"{caps.lower().replace(' and ', ',')}+ep {os.path.realpath(sys.executable)}`, "
-            f"or use --engine shaker")
+        return require_capability(self.name, f"{caps} to open raw and packet sockets", exc,
+                                  ", or use the shaker engine")
 
     def preflight(self, vias: Sequence[str] = (), families: Iterable[bool] = ()) -> None:
         """Fail now, before anything is sent or printed, with what would fail the run: the
         capability (the sockets are opened here and kept for run()), and real servers that
         cannot serve VIPs of the given families (v6 True/False)."""
-        if self._io is None:
-            self._io = self._open_io()
-        for via in vias:
-            for v6 in families:
-                try:
-                    self._via.route(via, v6, ask=False)
-                except NeighbourUnresolved:
-                    pass  # asked for during the run; a silent real server is a result
-                except PermissionError as exc:
-                    raise self._unavailable(exc) from None
+        with os_errors(self.name):
+            if self._io is None:
+                self._io = self._open_io()
+            for via in vias:
+                for v6 in families:
+                    try:
+                        self._via.route(via, v6, ask=False)
+                    except NeighbourUnresolved:
+                        pass  # asked for during the run; a silent real server is a result
+                    except PermissionError as exc:
+                        raise self._unavailable(exc) from None
 
     def run(self, source: TargetSource) -> Iterator[list[ProbeResult]]:
-        io, self._io = self._io or self._open_io(), None
-        poller = select.epoll()
-        try:
-            poller.register(io.recv_fd, select.EPOLLIN)
-            if source.wakeup_fd is not None:
-                # Edge-triggered: while the table is full the loop does not pull, and a
-                # level-triggered eventfd would then wake it again and again for nothing.
-                poller.register(source.wakeup_fd, select.EPOLLIN | select.EPOLLET)
-            yield from self._loop(source, io, poller)
-        finally:
-            poller.close()
+        with os_errors(self.name):
+            io, self._io = self._io or self._open_io(), None
             try:
-                self._counters["kernel_drops"] += io.kernel_drops()
+                poller = select.epoll()
+                try:
+                    poller.register(io.recv_fd, select.EPOLLIN)
+                    if source.wakeup_fd is not None:
+                        # Edge-triggered: while the table is full the loop does not pull, and a
+                        # level-triggered eventfd would then wake it again and again for nothing.
+                        poller.register(source.wakeup_fd, select.EPOLLIN | select.EPOLLET)
+                    yield from self._loop(source, io, poller)
+                finally:
+                    poller.close()
+                    self._counters["kernel_drops"] += io.kernel_drops()
             finally:
                 io.close()
                 self._router.close()
