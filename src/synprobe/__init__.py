@@ -7,32 +7,44 @@ instead of completing it, so the server's accept() never returns and no TIME_WAI
     synprobe.probe("198.18.0.2:80")                      # one check -> ProbeResult
     for r in synprobe.probe_many(["198.18.0.2:80", ("fd00:5e::2", 443)], engine="raw"):
         print(r.host, r.port, r.state)
+    space = synprobe.build_space(["198.19.0.0/24"], [80, 443])   # parsed, excluded, permuted
+    for r in synprobe.probe_many(space, engine="raw", rst="self"):   # raw: synprobe.RawOptions
+        ...
 """
 
-from synprobe.api import aprobe, aprobe_many, probe, probe_many
+from synprobe.api import ResultStream, aprobe, aprobe_many, probe, probe_many
 from synprobe.engines.base import Engine, ProbeOptions
-from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
+from synprobe.engines.raw.options import RawOptions
+from synprobe.errors import EngineError, EngineUnavailable, SynprobeError, UsageError
 from synprobe.model import ProbeResult, State, Target
 from synprobe.prober import Prober
 from synprobe.registry import engines, register_engine
+from synprobe.targets.space import TargetSpace
+from synprobe.targets.tokens import build_space, parse_target
 from synprobe.watch.watcher import Watcher
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Engine",
+    "EngineError",
     "EngineUnavailable",
     "ProbeOptions",
     "ProbeResult",
     "Prober",
+    "RawOptions",
+    "ResultStream",
     "State",
     "SynprobeError",
     "Target",
+    "TargetSpace",
     "UsageError",
     "Watcher",
     "aprobe",
     "aprobe_many",
+    "build_space",
     "engines",
+    "parse_target",
     "probe",
     "probe_many",
     "register_engine",

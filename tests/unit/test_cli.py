@@ -7,11 +7,13 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
 from synprobe.cli import main
 from synprobe.errors import UsageError
+from synprobe.testing import FakeEngine
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:
@@ -104,10 +106,20 @@ def test_large_ranges_need_allow_large(fake_engine: object) -> None:
     assert code == 1 and len(out.splitlines()) == 1024
 
 
-def test_dry_run_sends_nothing(fake_engine: object) -> None:
+def test_dry_run_sends_nothing(fake_engine: Callable[[], list[FakeEngine]]) -> None:
     code, out, _ = run_cli("--engine", "fake", "--dry-run", "-p", "80,81", "198.18.0.2")
     assert code == 0
     assert sorted(out.splitlines()) == ["fake 198.18.0.2:80", "fake 198.18.0.2:81"]
+    # One engine, described from and closed, never run: no target reached it, nothing sent.
+    [engine] = fake_engine()
+    assert engine.seen == [] and engine.stats() == {"sent": 0} and engine.closed
+
+
+def test_one_engine_object_per_run(fake_engine: Callable[[], list[FakeEngine]]) -> None:
+    code, out, _ = run_cli("--engine", "fake", "--json", "-q", "-p", "80,81", "198.18.0.2")
+    assert code == 1 and len(out.splitlines()) == 2
+    [engine] = fake_engine()  # the one that was checked is the one that ran
+    assert len(engine.seen) == 2 and engine.closed
 
 
 def test_shards_cover_the_space_once(fake_engine: object) -> None:

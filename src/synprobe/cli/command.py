@@ -43,6 +43,8 @@ from synprobe.model import Target
 from synprobe.registry import create_engine, engines
 from synprobe.textsafe import visible
 
+Writer = TableWriter | JsonWriter | CsvWriter
+
 EXIT_ALL_OPEN = 0
 EXIT_NOT_ALL_OPEN = 1
 EXIT_USAGE = 2
@@ -166,19 +168,22 @@ def run(config: RunConfig, stdout: TextIO, stderr: TextIO, stops: StopSignals) -
             describe = _dry_run_describer(engine, config.engine, config.output.format == "json")
             for target in config.targets():
                 stdout.write(describe(target) + "\n")
+            engine.close()
             return EXIT_ALL_OPEN
         # What would fail the run (privileges, unusable real servers) fails now, before any
         # output or worker. The sockets it opens are the ones the run uses.
         engine.preflight(config.vias, config.space.families)
+        writer = _writer(config, stdout)
         workers = None
         if len(shares) > 1:
+            writer.out.flush()  # the header, before any worker's row
             workers = Workers(len(shares))
             workers.start(functools.partial(_worker, shares, engine, stdout, stderr))
     except BaseException:
         engine.close()
         raise
     try:
-        return _stream(shares[0], engine, workers, stops, stdout, stderr)
+        return _stream(shares[0], engine, writer, workers, stops, stdout, stderr)
     finally:
         if workers is not None:
             workers.terminate()  # only if we are leaving early; a no-op otherwise
@@ -202,7 +207,7 @@ def _worker(shares: list[RunConfig], inherited: Engine, stdout: TextIO, stderr: 
         except BaseException:
             engine.close()
             raise
-        return _stream(config, engine, None, stops, stdout, stderr)
+        return _stream(config, engine, _writer(config, stdout), None, stops, stdout, stderr)
 
     try:
         return _guarded(body, stderr, is_worker=True)
@@ -210,8 +215,8 @@ def _worker(shares: list[RunConfig], inherited: Engine, stdout: TextIO, stderr: 
         stops.restore()
 
 
-def _stream(config: RunConfig, engine: Engine, workers: Workers | None, stops: StopSignals,
-            stdout: TextIO, stderr: TextIO) -> int:
+def _stream(config: RunConfig, engine: Engine, writer: Writer, workers: Workers | None,
+            stops: StopSignals, stdout: TextIO, stderr: TextIO) -> int:
     results = ResultStream(engine, config.targets())
     with results:
         if config.deadline is not None:
@@ -223,7 +228,7 @@ def _stream(config: RunConfig, engine: Engine, workers: Workers | None, stops: S
                 workers.signal(signum)
 
         stops.on_stop(stop)
-        return _report(config, results, workers, stops, stdout, stderr)
+        return _report(config, results, writer, workers, stops, stdout, stderr)
 
 
 def _dry_run_describer(engine: Engine, name: str, as_json: bool) -> Callable[[Target], str]:
@@ -238,18 +243,21 @@ def _dry_run_describer(engine: Engine, name: str, as_json: bool) -> Callable[[Ta
     return functools.partial(describe, as_json=True)
 
 
-def _report(config: RunConfig, results: ResultStream, workers: Workers | None,
-            stops: StopSignals, stdout: TextIO, stderr: TextIO) -> int:
-    is_worker, out, total = config.is_worker, config.output, config.total
+def _writer(config: RunConfig, stdout: TextIO) -> Writer:
+    """The rows' writer; the parent's writes the header (a worker's rows follow it)."""
+    out, header = config.output, not config.is_worker
     sink = LineSink(stdout, line_buffered=stdout.isatty())
     if out.format == "json":
-        writer: TableWriter | JsonWriter | CsvWriter = JsonWriter(sink)
-    elif out.format == "csv":
-        writer = CsvWriter(sink, header=not is_worker)
-    else:
-        colour = not out.no_color and stdout.isatty()
-        writer = TableWriter(sink, colour=colour, host_width=39 if config.space.has_ipv6 else 15,
-                             header=not is_worker, via=out.via)
+        return JsonWriter(sink)
+    if out.format == "csv":
+        return CsvWriter(sink, header=header)
+    return TableWriter(sink, colour=not out.no_color and stdout.isatty(), header=header,
+                       host_width=39 if config.space.has_ipv6 else 15, via=out.via)
+
+
+def _report(config: RunConfig, results: ResultStream, writer: Writer, workers: Workers | None,
+            stops: StopSignals, stdout: TextIO, stderr: TextIO) -> int:
+    is_worker, out, total = config.is_worker, config.output, config.total
     tally = Tally(total)
     progress = not out.quiet and not is_worker and stderr.isatty()
     next_progress = time.monotonic() + 1.0

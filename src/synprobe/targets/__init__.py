@@ -4,3 +4,8 @@
 apart), `intervals` (address intervals), `space` (`TargetSpace`: intervals x ports, indexed),
 `permutation` and `primes` (the seeded cyclic-group order).
 """
+
+from synprobe.targets.space import TargetSpace
+from synprobe.targets.tokens import build_space, parse_target
+
+__all__ = ["TargetSpace", "build_space", "parse_target"]
