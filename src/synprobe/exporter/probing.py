@@ -1,0 +1,198 @@
+"""Running one `/probe` check through the shared Prober, and the Probers the modules need.
+
+Every request shares a long-lived `synprobe.Prober` (one engine loop on a thread of its own), so
+1,000 requests a second cost 1,000 checks, not processes or threads. A Prober fixes what its
+engine fixes at start (engine, per-attempt timeout, retries, source address, mark); modules that
+agree on those share one, so a config whose modules differ only in name, address family or
+count of SYNs has exactly one Prober. The pool is built from the config, never from requests:
+its size is bounded by the config, whatever targets requests name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from synprobe.exporter.config import Module
+from synprobe.model import ProbeResult, State
+from synprobe.prober import Prober
+
+ProberFactory = Callable[[Module, int], Prober]
+
+
+def make_prober(module: Module, concurrency: int) -> Prober:
+    extra: dict[str, object] = {} if module.mark is None else {"mark": module.mark}
+    return Prober(
+        engine=module.engine,
+        timeout=module.attempt_timeout,
+        retries=0 if module.count else module.retries,
+        concurrency=concurrency,
+        source=module.source,
+        **extra,
+    )
+
+
+class ProberPool:
+    """One Prober per distinct engine key of the configured modules."""
+
+    def __init__(self, factory: ProberFactory = make_prober) -> None:
+        self._factory = factory
+        self._probers: dict[tuple[object, ...], Prober] = {}
+
+    def __len__(self) -> int:
+        return len(self._probers)
+
+    def get(self, module: Module) -> Prober:
+        return self._probers[module.engine_key()]
+
+    def replace(self, modules: Mapping[str, Module], concurrency: int) -> None:
+        """Have a Prober for every module; close those no module needs any more. A Prober that
+        cannot start (the raw engine without CAP_NET_RAW) raises here and the pool is left as
+        it was, so a bad reload keeps the old config working."""
+        wanted = {m.engine_key(): m for m in modules.values()}
+        fresh: dict[tuple[object, ...], Prober] = {}
+        try:
+            for key, module in wanted.items():
+                if key not in self._probers:
+                    fresh[key] = self._factory(module, concurrency)
+        except BaseException:
+            _close_later(list(fresh.values()))
+            raise
+        stale = [p for k, p in self._probers.items() if k not in wanted]
+        self._probers = {k: self._probers.get(k) or fresh[k] for k in wanted}
+        _close_later(stale)
+
+    def close(self) -> None:
+        probers, self._probers = list(self._probers.values()), {}
+        for prober in probers:
+            prober.close()
+
+
+def _close_later(probers: list[Prober]) -> None:
+    """Prober.close() waits for the checks in flight; requests still awaiting them get their
+    results. Off the event loop, so a reload never stalls other requests."""
+    if probers:
+        threading.Thread(target=lambda: [p.close() for p in probers],
+                         name="synprobe-exporter-close", daemon=True).start()
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one probe found, for the metrics."""
+
+    state: State | None = None  # None: no check ran (the name did not resolve)
+    reason: str = "unresolved"
+    rtt: float | None = None
+    attempts: int = 0
+    engine: str = ""
+    rtts: list[float] = field(default_factory=list)  # count mode: every answered SYN
+    sent: int = 0
+    received: int = 0
+
+    @property
+    def success(self) -> bool:
+        return self.state is State.OPEN
+
+
+class Slots:
+    """Checks in flight, counted until the Prober has answered each one (not until the request
+    gave up waiting), so the cap bounds the Prober's queue too."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self) -> bool:
+        if self.used >= self.limit:
+            return False
+        self.used += 1
+        return True
+
+    def release_when_done(self, fut: Future[ProbeResult], loop: asyncio.AbstractEventLoop) -> None:
+        def done(_: Future[ProbeResult]) -> None:
+            # RuntimeError: the loop is closed, nobody counts any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.release)
+
+        fut.add_done_callback(done)
+
+    def release(self) -> None:
+        self.used -= 1
+
+
+def _submit(prober: Prober, module: Module, host: str, port: int, slots: Slots,
+            loop: asyncio.AbstractEventLoop) -> Future[ProbeResult]:
+    """Start the check; its slot (already taken) is released when the Prober answers it, or
+    at once when it cannot start."""
+    try:
+        fut = prober.submit((host, port), via=module.via)
+    except BaseException:
+        slots.release()
+        raise
+    slots.release_when_done(fut, loop)
+    return fut
+
+
+async def _await_result(fut: Future[ProbeResult], timeout: float) -> ProbeResult | None:
+    """The check's result, or None when the request's time is up first. The check itself is
+    not cancelled: it ends (and resets) on the engine's own deadline."""
+    waiter = asyncio.wrap_future(fut)
+    done, _ = await asyncio.wait({waiter}, timeout=max(timeout, 0.0))
+    return waiter.result() if done else None
+
+
+async def run_check(prober: Prober, module: Module, host: str, port: int, deadline: float,
+                    slots: Slots) -> Outcome:
+    """One check (all its attempts) of host:port, answered by `deadline` (monotonic). Uses
+    the slot the caller took."""
+    loop = asyncio.get_running_loop()
+    fut = _submit(prober, module, host, port, slots, loop)
+    result = await _await_result(fut, deadline - time.monotonic())
+    if result is None:
+        return Outcome(State.FILTERED, "deadline", None, module.attempts, prober.engine_name)
+    return Outcome(result.state, result.reason, result.rtt, result.attempts, result.engine)
+
+
+async def run_count(prober: Prober, module: Module, host: str, port: int, deadline: float,
+                    slots: Slots) -> Outcome:
+    """`count` SYNs spread evenly over the module's timeout, one at a time: sent, received
+    (SYN-ACK or RST: the target answered), RTTs. Stops early when the deadline comes first.
+    The first SYN uses the slot the caller took; each later one takes its own."""
+    assert module.count
+    loop = asyncio.get_running_loop()
+    spacing = module.timeout / module.count
+    start = time.monotonic()
+    out = Outcome(engine=prober.engine_name)
+    last: ProbeResult | None = None
+    for i in range(module.count):
+        due = start + i * spacing
+        if due + module.attempt_timeout > deadline + 1e-9 and i > 0:
+            break  # the answer could not arrive in time: do not send it
+        if i > 0:
+            await asyncio.sleep(max(due - time.monotonic(), 0.0))
+        if i > 0 and not slots.take():
+            break  # the exporter is at its cap: measure with what was sent
+        fut = _submit(prober, module, host, port, slots, loop)
+        out.sent += 1
+        result = await _await_result(fut, deadline - time.monotonic())
+        if result is None:
+            break
+        last = result
+        if result.state in (State.OPEN, State.CLOSED):
+            out.received += 1
+            if result.rtt is not None:
+                out.rtts.append(result.rtt)
+        if result.state is State.OPEN and out.state is not State.OPEN:
+            out.state, out.reason, out.rtt = result.state, result.reason, result.rtt
+    out.attempts = out.sent
+    if out.state is None:
+        if last is None:
+            out.state, out.reason = State.FILTERED, "deadline"
+        else:
+            out.state, out.reason, out.rtt = last.state, last.reason, last.rtt
+    return out
