@@ -160,23 +160,22 @@ async def run_check(prober: Prober, module: Module, host: str, port: int, deadli
 
 async def run_count(prober: Prober, module: Module, host: str, port: int, deadline: float,
                     slots: Slots) -> Outcome:
-    """`count` SYNs spread evenly over the module's timeout, one at a time: sent, received
+    """`count` SYNs spread evenly over the probe's budget, one at a time: sent, received
     (SYN-ACK or RST: the target answered), RTTs. Stops early when the deadline comes first.
     The first SYN uses the slot the caller took; each later one takes its own."""
     assert module.count
     loop = asyncio.get_running_loop()
-    spacing = module.timeout / module.count
-    start = time.monotonic()
+    begin = time.monotonic()
+    # Spread over what is left of the probe's budget (the module's timeout, or less when the
+    # scrape ends sooner): SYN i leaves at begin + i * spacing.
+    spacing = max(deadline - begin, 0.0) / module.count
     out = Outcome(engine=prober.engine_name)
     last: ProbeResult | None = None
     for i in range(module.count):
-        due = start + i * spacing
-        if due + module.attempt_timeout > deadline + 1e-9 and i > 0:
-            break  # the answer could not arrive in time: do not send it
         if i > 0:
-            await asyncio.sleep(max(due - time.monotonic(), 0.0))
-        if i > 0 and not slots.take():
-            break  # the exporter is at its cap: measure with what was sent
+            await asyncio.sleep(max(begin + i * spacing - time.monotonic(), 0.0))
+            if time.monotonic() >= deadline or not slots.take():
+                break  # out of time, or the exporter is at its cap: report what was sent
         fut = _submit(prober, module, host, port, slots, loop)
         out.sent += 1
         result = await _await_result(fut, deadline - time.monotonic())
