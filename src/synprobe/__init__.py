@@ -18,6 +18,7 @@ from synprobe.engines.base import Engine, ProbeOptions
 from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
 from synprobe.model import ProbeResult, State, Target
 from synprobe.registry import engines, register_engine
+from synprobe.watch.watcher import Watcher
 
 if TYPE_CHECKING:
     from synprobe.api import aprobe, aprobe_many, probe, probe_many
@@ -55,6 +56,7 @@ __all__ = [
     "SynprobeError",
     "Target",
     "UsageError",
+    "Watcher",
     "aprobe",
     "aprobe_many",
     "engines",

@@ -315,6 +315,8 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
     stderr = stderr or sys.stderr
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["watch"]:  # the service (synprobe.watch.cli); a host named watch: -- watch
+        return __import__("synprobe.watch.cli").watch.cli.main(argv[1:], stdout, stderr)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse's own usage errors and --help

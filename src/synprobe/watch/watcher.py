@@ -1,0 +1,457 @@
+"""The watch service's core: targets checked on schedule through long-lived Probers, their
+health kept with rise/fall, changes turned into events.
+
+Everything that reads or changes state runs on one asyncio loop (results cross from the
+Probers' dispatcher threads through one inbox), so the schedule, the states, `/metrics` and
+`/status` need no locks. `Watcher.run()` is that loop's main task; `start()`/`stop()` run it on a
+thread of its own for library callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from synprobe.addresses import parse_ip
+from synprobe.errors import UsageError
+from synprobe.model import ProbeResult, State, Target
+from synprobe.prober import Prober
+from synprobe.watch.config import Settings, WatchConfig, WatchTarget
+from synprobe.watch.events import event_record, rfc3339
+from synprobe.watch.schedule import (
+    LATENESS_BUCKETS,
+    RTT_BUCKETS,
+    FixedHistogram,
+    Schedule,
+    next_due,
+    spread,
+)
+from synprobe.watch.state import TargetState
+
+Key = tuple[str, int, str | None]
+EventSink = Callable[[dict[str, Any]], None]
+ProberFactory = Callable[[Settings, int], Prober]
+STOP_BUDGET = 0.6  # seconds stop() waits for in-flight checks before leaving them to the kernel
+
+
+def make_prober(settings: Settings, concurrency: int) -> Prober:
+    extra: dict[str, object] = {}
+    if settings.mark is not None:
+        extra["mark"] = settings.mark
+    # No rate limit in the engine: the schedule itself paces the checks (targets / interval).
+    return Prober(settings.engine, timeout=settings.timeout, retries=settings.retries,
+                  concurrency=concurrency, rate=None, source=settings.source, **extra)
+
+
+class Entry:
+    """One watched target: its config, health, resolved address and check in flight."""
+
+    __slots__ = ("address", "due", "in_flight", "resolve_error", "retired", "state", "target",
+                 "waiting")
+
+    def __init__(self, target: WatchTarget) -> None:
+        self.target = target
+        self.state = TargetState()
+        self.address: str | None = None if target.is_name else target.host
+        self.resolve_error = ""
+        self.in_flight = False
+        self.waiting: float | None = None  # a due slot that came while a check was running
+        self.due = 0.0
+        self.retired = False
+
+    def status(self) -> dict[str, Any]:
+        last = self.state.last
+        return {
+            "host": self.target.host,
+            "port": self.target.port,
+            "via": self.target.via,
+            "group": self.target.group,
+            "address": self.address,
+            "status": self.state.status,
+            "since": None if self.state.since is None else rfc3339(self.state.since),
+            "state": None if last is None else last.state.value,
+            "reason": None if last is None else last.reason,
+            "rtt_ms": None if last is None or last.rtt is None else round(last.rtt * 1000, 3),
+            "checked": None if self.state.last_time is None else rfc3339(self.state.last_time),
+        }
+
+
+class Watcher:
+    """`Watcher(config).start()`; `status()`, `stop()`. Or `await watcher.run(stop_event)`."""
+
+    def __init__(
+        self,
+        config: WatchConfig | None = None,
+        *,
+        event_sinks: list[EventSink] | None = None,
+        prober_factory: ProberFactory = make_prober,
+        resolver: Callable[..., Any] = socket.getaddrinfo,
+        log: Callable[[str], None] | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config or WatchConfig()
+        self.event_sinks: list[EventSink] = list(event_sinks or [])
+        # Called with each config applied (the first one, then every good reload): the place
+        # for /probe and other extensions to pick up their own settings.
+        self.reload_hooks: list[Callable[[WatchConfig], None]] = []
+        self._prober_factory = prober_factory
+        self._resolver = resolver
+        self._log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._wall = wall
+        self.entries: dict[Key, Entry] = {}
+        self._probers: dict[tuple[Any, ...], Prober] = {}
+        self._retired_stats: dict[str, dict[str, int]] = {}
+        self._schedule = Schedule()
+        self._inbox: deque[tuple[Entry, Future[ProbeResult]]] = deque()
+        self._inbox_signalled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Future[None] | None = None
+        self._sleep_until = math.inf  # when the sleeping scheduler wakes up next
+        self._stopping: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._opened = False
+        self._start_error: BaseException | None = None
+        self.lateness = FixedHistogram(LATENESS_BUCKETS)
+        self.rtt = FixedHistogram(RTT_BUCKETS)
+        self.checks_started = 0
+        self.checks_skipped = 0
+        self.local_errors = 0
+        self.resolve_failures = 0
+        self.reloads = {"ok": 0, "failed": 0}
+
+    # -- library use: a thread of its own -----------------------------------------------------
+
+    def start(self) -> Watcher:
+        """Run on a background thread; returns once the first config is applied (raising
+        what made that fail, e.g. a missing CAP_NET_RAW for the raw engine)."""
+        self._thread = threading.Thread(target=self._thread_main, name="synprobe-watch",
+                                        daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._start_error is not None:
+            self._thread.join()
+            raise self._start_error
+        return self
+
+    def _thread_main(self) -> None:
+        try:
+            asyncio.run(self.run())
+        except BaseException as exc:
+            if not self._started.is_set():
+                self._start_error = exc
+        finally:
+            self._started.set()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                loop.call_soon_threadsafe(stopping.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> Watcher:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def reload(self, config: WatchConfig, timeout: float = 30.0) -> None:
+        """Apply `config` to a Watcher running on its own thread (see `apply()`); raises what
+        made it fail, the running config then unchanged."""
+        if self._loop is None:
+            raise RuntimeError("the watcher is not running")
+        asyncio.run_coroutine_threadsafe(self.apply(config), self._loop).result(timeout)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Every target's state (the `/status` document)."""
+        return [e.status() for e in list(self.entries.values())]
+
+    def engine_stats(self) -> dict[str, dict[str, int]]:
+        """Engine counters by engine name, including Probers retired by reloads."""
+        out = {name: dict(c) for name, c in self._retired_stats.items()}
+        for prober in list(self._probers.values()):
+            mine = out.setdefault(prober.engine_name, {})
+            for k, v in prober.stats().items():
+                mine[k] = mine.get(k, 0) + v
+        return out
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Apply the first config (making its Probers: raises what stops them, such as a
+        missing CAP_NET_RAW). `run()` calls it when the caller has not."""
+        if self._opened:
+            return
+        self._loop = asyncio.get_running_loop()
+        try:
+            await self.apply(self.config, first=True)
+        except BaseException:
+            await asyncio.to_thread(self._close_probers, list(self._probers.values()), 2.0)
+            raise
+        self._opened = True
+
+    async def run(self, stopping: asyncio.Event | None = None) -> None:
+        """Check on schedule until `stopping` is set (or `request_stop()`)."""
+        self._stopping = stopping or asyncio.Event()
+        await self.open()
+        self._started.set()
+        resolver = asyncio.ensure_future(self._resolve_forever())
+        scheduler = asyncio.ensure_future(self._schedule_forever())
+        try:
+            await self._stopping.wait()
+        finally:
+            scheduler.cancel()
+            resolver.cancel()
+            for task in (scheduler, resolver):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await asyncio.to_thread(self._close_probers, list(self._probers.values()),
+                                    STOP_BUDGET)
+            self._probers.clear()
+
+    def request_stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def apply(self, config: WatchConfig, first: bool = False) -> None:
+        """Make `config` the running one: Probers first (what cannot be made fails the whole
+        change, the old config stays), then the targets: unchanged ones keep their state and
+        schedule, added ones start, removed ones stop (and leave /metrics)."""
+        wanted = {t.settings.check_key() for t in config.targets}
+        made: dict[tuple[Any, ...], Prober] = {}
+        try:
+            for key in wanted - self._probers.keys():
+                settings = next(t.settings for t in config.targets
+                                if t.settings.check_key() == key)
+                made[key] = await asyncio.to_thread(self._prober_factory, settings,
+                                                    config.concurrency)
+        except BaseException:
+            await asyncio.to_thread(self._close_probers, list(made.values()), 2.0)
+            raise
+        self._probers.update(made)
+        retired = [p for k, p in self._probers.items() if k not in wanted]
+        self._probers = {k: p for k, p in self._probers.items() if k in wanted}
+        if retired:
+            threading.Thread(target=self._close_probers, args=(retired, 10.0), daemon=True,
+                             name="synprobe-retire").start()
+        new = {t.key: t for t in config.targets}
+        for key in self.entries.keys() - new.keys():
+            entry = self.entries.pop(key)
+            entry.retired = True
+            self._schedule.remove(key)
+        added: dict[float, list[Key]] = {}
+        for key, target in new.items():
+            entry = self.entries.get(key)
+            if entry is None:
+                self.entries[key] = Entry(target)
+                added.setdefault(target.settings.interval, []).append(key)
+                continue
+            old_interval = entry.target.settings.interval
+            entry.target = target
+            if target.settings.interval != old_interval and not entry.in_flight:
+                added.setdefault(target.settings.interval, []).append(key)
+        await self._resolve_all([self.entries[k] for keys in added.values() for k in keys
+                                 if self.entries[k].target.is_name])
+        assert self._loop is not None
+        now = self._loop.time()
+        for interval, keys in added.items():
+            for key, due in spread(keys, interval, now):
+                self._schedule.set(key, due)
+        self.config = config
+        for hook in self.reload_hooks:
+            hook(config)
+        if not first:
+            self.reloads["ok"] += 1
+        self._poke()
+
+    def _close_probers(self, probers: list[Prober], budget: float) -> None:
+        """Close Probers, waiting at most `budget` seconds in all. A check still in flight
+        then is left to the kernel: our sockets close when the process exits (SO_LINGER 0:
+        a RST for any answered one) and a SYN-ACK to a port nobody owns is reset."""
+        threads = []
+        for p in probers:
+            stats = p.stats()
+            mine = self._retired_stats.setdefault(p.engine_name, {})
+            for k, v in stats.items():
+                mine[k] = mine.get(k, 0) + v
+            t = threading.Thread(target=p.close, daemon=True, name="synprobe-close")
+            t.start()
+            threads.append(t)
+        deadline = time.monotonic() + budget
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    # -- scheduling -----------------------------------------------------------------------------
+
+    def _poke(self) -> None:
+        self._sleep_until = -math.inf  # awake: nobody need poke it again until it sleeps
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def _schedule_forever(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        schedule = self._schedule
+        while True:
+            now = loop.time()
+            for key, due in schedule.pop_due(now, 2048):
+                entry = self.entries.get(key)  # type: ignore[arg-type]
+                if entry is None:
+                    continue
+                if entry.in_flight:
+                    entry.waiting = due  # started once it finishes; its lateness shows it
+                else:
+                    self._start(entry, due, now)
+            nxt = schedule.next_due()
+            if nxt is not None and nxt <= loop.time():
+                await asyncio.sleep(0)  # let results and HTTP in between batches
+                continue
+            self._wake = loop.create_future()
+            self._sleep_until = math.inf if nxt is None else nxt
+            timer = None if nxt is None else loop.call_at(nxt, self._poke)
+            try:
+                await self._wake
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                self._wake = None
+
+    def _start(self, entry: Entry, due: float, now: float) -> None:
+        settings = entry.target.settings
+        self.lateness.observe(max(0.0, now - due))
+        self.checks_started += 1
+        nxt, skipped = next_due(due, settings.interval, now)
+        self.checks_skipped += skipped
+        self._schedule.set(entry.target.key, nxt)
+        if nxt < self._sleep_until:  # started from a result: the scheduler may sleep past it
+            self._poke()
+        entry.due = due
+        if entry.address is None:
+            self._finish(entry, self._local_result(entry, State.UNREACHABLE,
+                                                   entry.resolve_error or "unresolved"))
+            return
+        prober = self._probers.get(settings.check_key())
+        target = Target(entry.address, entry.target.port, entry.target.via)
+        try:
+            assert prober is not None, "no Prober for a scheduled target"
+            fut = prober.submit(target)
+        except UsageError as exc:  # e.g. a name now resolving into the default exclusions
+            self._finish(entry, self._local_result(entry, State.ERROR, _one_word(str(exc))))
+            return
+        except RuntimeError:  # the Prober's engine ended: that is ours, not the target's
+            self._finish(entry, self._local_result(entry, State.ERROR, "engine-failed"))
+            return
+        entry.in_flight = True
+        fut.add_done_callback(lambda f, e=entry: self._deliver(e, f))
+
+    def _deliver(self, entry: Entry, fut: Future[ProbeResult]) -> None:
+        """On a Prober's dispatcher thread: hand the result to the loop, one wakeup a batch."""
+        self._inbox.append((entry, fut))
+        if not self._inbox_signalled:
+            self._inbox_signalled = True
+            loop = self._loop
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop has closed: nobody listens
+                    loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        self._inbox_signalled = False  # before popping: a later append signals again
+        inbox = self._inbox
+        while inbox:
+            entry, fut = inbox.popleft()
+            entry.in_flight = False
+            if entry.retired:
+                continue
+            try:
+                result = fut.result()
+            except BaseException as exc:  # the engine failed: a local failure, not evidence
+                result = self._local_result(entry, State.ERROR, type(exc).__name__)
+            self._finish(entry, result)
+            if entry.waiting is not None and not entry.retired:
+                due, entry.waiting = entry.waiting, None
+                assert self._loop is not None
+                self._start(entry, due, self._loop.time())
+
+    def _local_result(self, entry: Entry, state: State, reason: str) -> ProbeResult:
+        s = entry.target.settings
+        return ProbeResult(entry.address or entry.target.host, entry.target.port, state, reason,
+                           None, 0, s.engine, s.source, entry.target.via)
+
+    def _finish(self, entry: Entry, result: ProbeResult) -> None:
+        if result.rtt is not None:
+            self.rtt.observe(result.rtt)
+        if result.state is State.ERROR:
+            self.local_errors += 1
+        s = entry.target.settings
+        change = entry.state.apply(result, s.rise, s.fall, self._wall())
+        if change is not None:
+            t = entry.target
+            self._emit(event_record(t.host, t.port, t.via, change))
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        for sink in self.event_sinks:
+            try:
+                sink(record)
+            except Exception as exc:  # a sink's failure is logged, never the service's end
+                self._log(f"synprobe watch: event output failed: {exc}")
+
+    # -- names ----------------------------------------------------------------------------------
+
+    async def _resolve_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resolve_interval)
+            await self._resolve_all([e for e in self.entries.values() if e.target.is_name])
+
+    async def _resolve_all(self, entries: list[Entry]) -> None:
+        names = {e.target.host for e in entries}
+        if not names:
+            return
+        limit = asyncio.Semaphore(32)
+
+        async def one(name: str) -> tuple[str, str | None, str]:
+            async with limit:
+                return (name, *await asyncio.to_thread(self._resolve_one, name))
+
+        answers = {name: (addr, err) for name, addr, err in
+                   await asyncio.gather(*(one(n) for n in names))}
+        for entry in entries:
+            if entry.retired:
+                continue
+            addr, err = answers[entry.target.host]
+            if addr is None:
+                self.resolve_failures += 1
+            if addr != entry.address and (addr is not None or entry.address is not None):
+                t = entry.target
+                self._emit({"time": rfc3339(self._wall()), "event": "address", "host": t.host,
+                            "port": t.port, "via": t.via, "from": entry.address, "to": addr,
+                            "reason": err or None})
+            entry.address, entry.resolve_error = addr, err
+
+    def _resolve_one(self, name: str) -> tuple[str | None, str]:
+        """The name's first address (the system's preferred one, as parse_target picks), or
+        None and a reason word."""
+        try:
+            infos = self._resolver(name, None, 0, socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            return None, "dns-" + _one_word(getattr(exc, "strerror", None) or str(exc))
+        for family, _t, _p, _c, sockaddr in infos:
+            if family in (socket.AF_INET, socket.AF_INET6):
+                text = str(sockaddr[0]).partition("%")[0]
+                if parse_ip(text) is not None:
+                    return text, ""
+        return None, "dns-no-address"
+
+
+def _one_word(text: str) -> str:
+    return "-".join(text.lower().replace(":", " ").split()[:6]) or "error"
