@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
+from synprobe.exporter import hookup as probe_hookup
 from synprobe.registry import engines
 from synprobe.targets import iter_target_file, parse_ports
 from synprobe.watch.config import ConfigError, WatchConfig, load_config
@@ -25,6 +26,8 @@ examples:
   synprobe watch --interval 2 --rise 2 --fall 3 --on-change /usr/local/bin/notify -iL backends
   synprobe watch --config /etc/synprobe/watch.toml      (SIGHUP re-reads it)
   synprobe watch --metrics 127.0.0.1:9650               an exporter only (no watched targets)
+  synprobe watch --metrics 127.0.0.1:9650 --probe-allow 198.18.0.0/15
+                  also /probe?target=HOST:PORT, blackbox_exporter style (docs/exporter.md)
 
 health: a target starts "unknown"; its first check decides up or down. Then `fall` failed checks
   in a row take an up target down and `rise` answered ones bring a down target up. Local failures
@@ -67,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", action="append", default=[], metavar="LIST",
                    help="addresses, CIDRs or ranges never to check (comma-separated)")
     p.add_argument("--metrics", metavar="HOST:PORT", help="serve /metrics and /status here")
+    probe_hookup.add_arguments(p)
     p.add_argument("--events", metavar="FILE", help="append event lines to FILE, not stdout")
     p.add_argument("--on-change", metavar="CMD", help="run CMD (via /bin/sh) per change, with "
                    "SYNPROBE_HOST, _PORT, _VIA, _FROM, _TO, _STATE, _REASON, _RTT_MS, _TIME")
@@ -109,8 +113,10 @@ def config_loader(args: argparse.Namespace) -> Callable[[], WatchConfig]:
                 tokens += list(iter_target_file(path))
             except UsageError as exc:
                 raise ConfigError(str(exc)) from None
-        return load_config(args.config, overrides=overrides, cli_tokens=tokens,
-                           cli_ports=ports, allow_large=args.allow_large)
+        config = load_config(args.config, overrides=overrides, cli_tokens=tokens,
+                             cli_ports=ports, allow_large=args.allow_large)
+        probe_hookup.exporter_config(config, args)  # a bad /probe config fails the load
+        return config
     return load
 
 
@@ -151,10 +157,12 @@ async def serve_watch(args: argparse.Namespace, load: Callable[[], WatchConfig],
     loop.add_signal_handler(signal.SIGHUP,
                             lambda: reloading.append(asyncio.ensure_future(reload())))
     http = None
+    exporter = None
     try:
         await watcher.open()
         if config.metrics:
-            http = await serve(build_app(watcher), config.metrics)
+            exporter, probe_routes = probe_hookup.attach(watcher, args, log)
+            http = await serve(build_app(watcher, extra_routes=probe_routes), config.metrics)
         log(f"synprobe watch: watching {len(config.targets)} targets"
             + (f", metrics on http://{config.metrics}/metrics" if config.metrics else ""))
         await watcher.run(stopping)
@@ -165,6 +173,8 @@ async def serve_watch(args: argparse.Namespace, load: Callable[[], WatchConfig],
             fut.cancel()
         if http is not None:
             await http.cleanup()
+        if exporter is not None:
+            await asyncio.to_thread(exporter.close)
         if runner_cmd is not None:
             await runner_cmd.drain(0.1)
             runner_cmd.close()
