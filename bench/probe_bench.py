@@ -129,12 +129,40 @@ def print_levels(name: str, levels: list[Level]) -> None:
               f"{cpu_per:>10,.0f}")
 
 
+def startup(lab: Lab, repeats: int) -> dict[str, tuple[float, float]]:
+    """Median wall and CPU milliseconds of one process checking one open lab target: the
+    HAProxy external check vs the one-target CLI (both from this interpreter's tree)."""
+    check = Path(sys.executable).with_name("synprobe-haproxy-check")
+    target = lab.v4.server
+    commands = {
+        "synprobe-haproxy-check": [str(check), "NOT_USED", "NOT_USED", target, str(OPEN_PORT)],
+        "synprobe (one-target CLI)": [sys.executable, "-m", "synprobe", f"{target}:{OPEN_PORT}"],
+    }
+    out = {}
+    for name, argv in commands.items():
+        walls, cpus = [], []
+        for _ in range(repeats):
+            before = os.times()
+            began = time.monotonic()
+            done = lab.exec("client", argv, check=False)
+            walls.append(time.monotonic() - began)
+            after = os.times()
+            cpus.append(after.children_user + after.children_system
+                        - before.children_user - before.children_system)
+            if done.returncode != 0:
+                raise RuntimeError(f"{name} exited {done.returncode}: {done.stderr.strip()}")
+        out[name] = (statistics.median(walls) * 1000, statistics.median(cpus) * 1000)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default="4,16,64,256",
                         help="concurrent requests to try (comma-separated)")
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds per level")
     parser.add_argument("--quick", action="store_true", help="levels 16,128 for 2 s each")
+    parser.add_argument("--startup-repeats", type=int, default=20,
+                        help="runs of each process for the start-up figures")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("probe_bench: needs root (network namespaces)", file=sys.stderr)
@@ -145,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     extra: dict[str, tuple[int, int]] = {}
     with tempfile.TemporaryDirectory(prefix="probe-bench-") as tmp, Lab() as lab:
         work = Path(tmp)
+        starts = startup(lab, max(1, min(args.startup_repeats, 200)))
         for name in ("synprobe", "blackbox_exporter"):
             accepts = lab.accept_count()
             if name == "synprobe":
@@ -167,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         accepted, time_wait = extra[name]
         print(f"  listener accepted {accepted:,} connections; {time_wait:,} TIME_WAIT on the "
               "prober after the run (cumulative)")
+    print("\none process per check (HAProxy external check), median of "
+          f"{args.startup_repeats} runs, `ip netns exec` included:")
+    for name, (wall, cpu) in starts.items():
+        print(f"  {name:<26} {wall:>6.1f} ms wall {cpu:>6.1f} ms CPU")
     print("\nbest rate with >= 99 % probe_success 1:")
     top = {name: best(lv) for name, lv in results.items()}
     for name, lv in top.items():
@@ -177,9 +210,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"(p50 {lv.quantile(0.5) * 1000:.2f} ms, p99 {lv.quantile(0.99) * 1000:.2f} ms)")
     ours_best, theirs_best = top["synprobe"], top["blackbox_exporter"]
     if ours_best and theirs_best:
-        p50 = statistics.median(ours_best.latencies) / statistics.median(theirs_best.latencies)
         print(f"  ratio synprobe / blackbox_exporter: {ours_best.rate / theirs_best.rate:.2f}x "
-              f"req/s, {p50:.2f}x p50 latency")
+              "req/s")
+    print("latency ratio synprobe / blackbox_exporter at the same concurrency:")
+    for ours_lv, theirs_lv in zip(results["synprobe"], results["blackbox_exporter"],
+                                  strict=True):
+        p50 = ours_lv.quantile(0.5) / theirs_lv.quantile(0.5)
+        p99 = ours_lv.quantile(0.99) / theirs_lv.quantile(0.99)
+        print(f"  {ours_lv.concurrency:>5}: p50 {p50:.2f}x, p99 {p99:.2f}x")
     return 0
 
 

@@ -80,15 +80,19 @@ PROBES = 40  # of each target, by each exporter
 
 def test_side_by_side_with_blackbox_exporter(lab: Lab, tmp_path: Path) -> None:
     open_targets = [_addr(f.server, OPEN_PORT) for f in lab.families]
-    ours = SynprobeExporter(lab, tmp_path, allow=ALLOW)
+    ours = SynprobeExporter(lab, tmp_path, allow=ALLOW, modules=(
+        '[modules.tcp_connect]\ntimeout = "1s"\n'
+        '[modules.tcp_raw]\ntimeout = "1s"\nengine = "raw"\n'))
     theirs = BlackboxExporter(lab, tmp_path, timeout="1s")
     try:
         figures = {}
-        for name, exporter in (("synprobe", ours), ("blackbox_exporter", theirs)):
+        for name, exporter, module in (("synprobe (shaker)", ours, "tcp_connect"),
+                                       ("synprobe (raw)", ours, "tcp_raw"),
+                                       ("blackbox_exporter", theirs, "tcp_connect")):
             accepts = lab.accept_count()
             for target in open_targets:
                 for _ in range(PROBES):
-                    status, text = exporter.probe(target)
+                    status, text = exporter.probe(target, module)
                     assert status == 200 and metric_values(text)["probe_success"] == 1
             # A full connection's last ACK reaches the listener just after connect() returns.
             lab.wait_for(lambda: lab.listen_queue() == 0, what="accept queue drained")
@@ -98,7 +102,8 @@ def test_side_by_side_with_blackbox_exporter(lab: Lab, tmp_path: Path) -> None:
         for name, (accepted, time_wait) in figures.items():
             print(f"{name}: {probes} probes -> {accepted} accepted on the listener, "
                   f"{time_wait} TIME_WAIT on the prober")
-        assert figures["synprobe"] == (0, 0)
+        assert figures["synprobe (shaker)"] == (0, 0)
+        assert figures["synprobe (raw)"] == (0, 0)
         # The measurement can see connections: blackbox_exporter's probes are counted by it.
         assert figures["blackbox_exporter"][0] > 0
 

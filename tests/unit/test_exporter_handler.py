@@ -334,3 +334,25 @@ def test_a_reload_whose_prober_cannot_start_keeps_the_old_config(open_port: int)
         assert r.status == 200 and metrics(await r.text())["probe_success"] == 1
 
     serve(exporter, body)
+
+
+def test_memory_stays_bounded_whatever_targets_requests_name():
+    """Nothing is kept per target: after thousands of distinct targets the pool still holds the
+    config's one Prober, no check is pending in it and no slot is taken."""
+    exporter = Exporter(build_config({}, probe_allow=["198.18.0.0/15"]),
+                        prober_factory=fake_prober)
+
+    async def body(client: TestClient) -> None:
+        for start in range(0, 3000, 100):
+            rs = await asyncio.gather(*(client.get("/probe", params={
+                "target": f"198.19.{i // 250}.{i % 250 + 1}:{1000 + i}"})
+                for i in range(start, start + 100)))
+            for r in rs:
+                assert r.status == 200
+                await r.read()
+        await _until(lambda: exporter.slots.used == 0)
+        assert len(exporter._pool) == 1
+        prober = exporter._pool.get(exporter.config.modules["tcp_connect"])
+        assert not prober._pending  # the Prober's map of checks in flight, keyed by target
+
+    serve(exporter, body)
