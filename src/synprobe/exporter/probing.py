@@ -125,25 +125,29 @@ class Slots:
         self.used -= 1
 
 
-def _submit(prober: Prober, module: Module, host: str, port: int, slots: Slots,
-            loop: asyncio.AbstractEventLoop) -> Future[ProbeResult]:
-    """Start the check; its slot (already taken) is released when the Prober answers it, or
-    at once when it cannot start."""
+def _submit(prober: Prober, module: Module, host: str, port: int,
+            slots: Slots) -> Future[ProbeResult]:
+    """Start the check in the slot already taken; the slot comes back at once if it cannot."""
     try:
-        fut = prober.submit((host, port), via=module.via)
+        return prober.submit((host, port), via=module.via)
     except BaseException:
         slots.release()
         raise
-    slots.release_when_done(fut, loop)
-    return fut
 
 
-async def _await_result(fut: Future[ProbeResult], timeout: float) -> ProbeResult | None:
-    """The check's result, or None when the request's time is up first. The check itself is
-    not cancelled: it ends (and resets) on the engine's own deadline."""
+async def _await_result(fut: Future[ProbeResult], timeout: float, slots: Slots,
+                        loop: asyncio.AbstractEventLoop) -> ProbeResult | None:
+    """The check's result, or None when the request's time is up first. Either way its slot
+    is released once the Prober has answered it: here, or (a request that gave up) from the
+    Prober's dispatcher thread later. The check itself is not cancelled: it ends, and
+    resets, on the engine's own deadline."""
     waiter = asyncio.wrap_future(fut)
     done, _ = await asyncio.wait({waiter}, timeout=max(timeout, 0.0))
-    return waiter.result() if done else None
+    if not done:
+        slots.release_when_done(fut, loop)
+        return None
+    slots.release()
+    return waiter.result()
 
 
 async def run_check(prober: Prober, module: Module, host: str, port: int, deadline: float,
@@ -151,8 +155,8 @@ async def run_check(prober: Prober, module: Module, host: str, port: int, deadli
     """One check (all its attempts) of host:port, answered by `deadline` (monotonic). Uses
     the slot the caller took."""
     loop = asyncio.get_running_loop()
-    fut = _submit(prober, module, host, port, slots, loop)
-    result = await _await_result(fut, deadline - time.monotonic())
+    fut = _submit(prober, module, host, port, slots)
+    result = await _await_result(fut, deadline - time.monotonic(), slots, loop)
     if result is None:
         return Outcome(State.FILTERED, "deadline", None, module.attempts, prober.engine_name)
     return Outcome(result.state, result.reason, result.rtt, result.attempts, result.engine)
@@ -176,9 +180,9 @@ async def run_count(prober: Prober, module: Module, host: str, port: int, deadli
             await asyncio.sleep(max(begin + i * spacing - time.monotonic(), 0.0))
             if time.monotonic() >= deadline or not slots.take():
                 break  # out of time, or the exporter is at its cap: report what was sent
-        fut = _submit(prober, module, host, port, slots, loop)
+        fut = _submit(prober, module, host, port, slots)
         out.sent += 1
-        result = await _await_result(fut, deadline - time.monotonic())
+        result = await _await_result(fut, deadline - time.monotonic(), slots, loop)
         if result is None:
             break
         last = result
