@@ -356,3 +356,24 @@ def test_memory_stays_bounded_whatever_targets_requests_name():
         assert not prober._pending  # the Prober's map of checks in flight, keyed by target
 
     serve(exporter, body)
+
+
+def test_a_failed_engine_is_a_500_with_one_line():
+    def broken(target: Target) -> tuple[State, str]:
+        raise OSError(100, "Network is down")
+
+    register_engine("exporter-broken", lambda options: FakeEngine(broken, options))
+
+    def factory(module: Module, concurrency: int) -> Prober:
+        return Prober(engine="exporter-broken", timeout=0.1, retries=0)
+
+    exporter = Exporter(build_config({}, probe_allow=["198.18.0.0/15"]), prober_factory=factory)
+
+    async def body(client: TestClient) -> None:
+        for _ in range(2):  # the first check meets the failure, the next finds the engine gone
+            r = await client.get("/probe", params={"target": "198.18.0.2:80"})
+            text = await r.text()
+            assert r.status == 500 and text.count("\n") == 1 and "probe engine failed" in text
+        assert exporter.slots.used == 0
+
+    serve(exporter, body)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from synprobe.errors import UsageError
+from synprobe.errors import SynprobeError, UsageError
 from synprobe.exporter.allow import HOW_TO_ALLOW
 from synprobe.exporter.config import ExporterConfig, Module
 from synprobe.exporter.metrics import CONTENT_TYPE, ProbeReport, render
@@ -144,7 +144,8 @@ class Exporter:
             try:
                 report.outcome = await run(prober, module, address_text(address), target.port,
                                            deadline, self.slots)
-            except RuntimeError as exc:  # the Prober's engine has failed: say so, once
+            except (RuntimeError, SynprobeError, OSError) as exc:
+                # The Prober's engine has failed (it fails every check from then on): one line.
                 return _error(500, f"probe engine failed: {exc.__cause__ or exc}")
             report.duration = self._clock() - start
             return self._answer(report)
