@@ -30,12 +30,12 @@ from synprobe.exporter.probing import (
     run_count,
 )
 from synprobe.exporter.target import (
+    Resolver,
     Unresolvable,
     address_hash,
     address_text,
     choose_address,
     parse_probe_target,
-    resolve_all,
 )
 
 MAX_QUERY = 2048  # bytes of query string; a blackbox-style request needs well under 300
@@ -73,11 +73,13 @@ class Exporter:
 
     def __init__(self, config: ExporterConfig, *,
                  prober_factory: ProberFactory = make_prober,
+                 resolver: Resolver | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._pool = ProberPool(prober_factory)
         self._pool.replace(config.modules, config.max_probes)
         self.config = config
         self.slots = Slots(config.max_probes)
+        self.resolver = resolver or Resolver()
         self._clock = clock
 
     def reload(self, config: ExporterConfig) -> None:
@@ -88,6 +90,7 @@ class Exporter:
         self.slots.limit = config.max_probes
 
     def close(self) -> None:
+        self.resolver.close()
         self._pool.close()
 
     async def handle_probe(self, request: web.Request) -> web.Response:
@@ -123,7 +126,8 @@ class Exporter:
                 if target.literal is not None:
                     addresses = [target.literal]
                 else:
-                    addresses = await resolve_all(target.host, deadline - self._clock())
+                    addresses = await self.resolver.resolve_all(target.host,
+                                                                deadline - self._clock())
                 report.dns_lookup_time = self._clock() - start
                 for address in addresses:
                     if why := config.allow.refusal(address):

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from synprobe.addresses import Address, format_ip, parse_address_set, parse_ip, split_port
 from synprobe.errors import UsageError
@@ -55,26 +57,54 @@ def parse_probe_target(text: str) -> ProbeTarget:
     return ProbeTarget(host, port, literal)
 
 
-async def resolve_all(host: str, timeout: float) -> list[Address]:
-    """Every A and AAAA address of `host`, deduplicated: one lookup per request."""
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await asyncio.wait_for(
-            loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), max(timeout, 0.001))
-    except TimeoutError:
-        raise Unresolvable(f"resolving {host!r} took longer than {timeout:.3g} s") from None
-    except (OSError, UnicodeError) as exc:
-        raise Unresolvable(f"cannot resolve {host!r}: "
-                           f"{getattr(exc, 'strerror', None) or exc}") from None
-    seen: dict[Address, None] = {}
-    for family, _type, _proto, _canon, sockaddr in infos:
-        if family in _FAMILY_VERSION:
-            ip = parse_ip(str(sockaddr[0]).partition("%")[0])
-            if ip is not None:
-                seen.setdefault(ip, None)
-    if not seen:
-        raise Unresolvable(f"cannot resolve {host!r}: no IPv4 or IPv6 address")
-    return list(seen)
+class Resolver:
+    """Name lookups for /probe: getaddrinfo on a small pool of threads of its own, with a bound
+    on lookups queued or running. A lookup that outlives its request keeps running (a thread
+    cannot be interrupted), so without the bound a slow DNS server and a steady stream of
+    scrapes would grow the queue without end; past it, a lookup fails at once (probe_success
+    0, reason `unresolved`) until the backlog drains."""
+
+    def __init__(self, workers: int = 8, max_pending: int = 256,
+                 getaddrinfo: Callable[..., Any] = socket.getaddrinfo) -> None:
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="synprobe-resolve")
+        self._getaddrinfo = getaddrinfo
+        self.max_pending = max_pending
+        self.pending = 0  # touched on the event loop's thread only
+
+    async def resolve_all(self, host: str, timeout: float) -> list[Address]:
+        """Every A and AAAA address of `host`, deduplicated: one lookup per request."""
+        if self.pending >= self.max_pending:
+            raise Unresolvable(f"not resolving {host!r}: {self.pending} name lookups are "
+                               "already waiting for the DNS")
+        loop = asyncio.get_running_loop()
+        self.pending += 1
+        job = loop.run_in_executor(self._pool, self._getaddrinfo, host, None, 0,
+                                   socket.SOCK_STREAM)
+        job.add_done_callback(self._done)
+        try:
+            infos = await asyncio.wait_for(asyncio.shield(job), max(timeout, 0.001))
+        except TimeoutError:
+            raise Unresolvable(f"resolving {host!r} took longer than {timeout:.3g} s") from None
+        except (OSError, UnicodeError) as exc:
+            raise Unresolvable(f"cannot resolve {host!r}: "
+                               f"{getattr(exc, 'strerror', None) or exc}") from None
+        seen: dict[Address, None] = {}
+        for family, _type, _proto, _canon, sockaddr in infos:
+            if family in _FAMILY_VERSION:
+                ip = parse_ip(str(sockaddr[0]).partition("%")[0])
+                if ip is not None:
+                    seen.setdefault(ip, None)
+        if not seen:
+            raise Unresolvable(f"cannot resolve {host!r}: no IPv4 or IPv6 address")
+        return list(seen)
+
+    def _done(self, job: asyncio.Future[Any]) -> None:
+        self.pending -= 1
+        if not job.cancelled():
+            job.exception()  # retrieved, so an abandoned lookup's failure is not logged
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def choose_address(addresses: Sequence[Address], preferred: str, fallback: bool) -> Address:
