@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +150,22 @@ def test_start_up_imports_nothing_heavy(listening_port: int):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert json.loads(out) == [EXIT_UP, []]
+
+
+def _close_stdio() -> None:
+    for fd in (0, 1, 2):
+        os.close(fd)
+
+
+def test_runs_as_haproxy_runs_it_in_daemon_mode(listening_port: int, closed_port: int):
+    """HAProxy's child: an environment of HAProxy's own (PATH empty), descriptors 0-2 closed."""
+    check = Path(sys.executable).with_name("synprobe-haproxy-check")
+    env = {"PATH": "", "HAPROXY_SERVER_ADDR": "127.0.0.1"}
+    codes = []
+    for port in (listening_port, closed_port):
+        done = subprocess.run([str(check), "NOT_USED", "NOT_USED", "127.0.0.1", str(port)],
+                              env=env, preexec_fn=_close_stdio, check=False)
+        codes.append(done.returncode)
+    done = subprocess.run([str(check), "", "", "", ""], env=env, preexec_fn=_close_stdio,
+                          check=False)  # no port anywhere: usage, with no stderr to say so
+    assert [*codes, done.returncode] == [EXIT_UP, EXIT_DOWN, EXIT_USAGE]
