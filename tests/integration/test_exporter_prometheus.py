@@ -47,9 +47,10 @@ def _targets(lab: Lab) -> dict[str, int]:
 
 @pytest.fixture
 def synprobe_exporter(lab: Lab, tmp_path: Path) -> Iterator[SynprobeExporter]:
-    # 400 ms: within Prometheus' 900 ms scrape timeout minus the 500 ms offset.
+    # 5 s, far past Prometheus' 900 ms scrape timeout: the X-Prometheus-Scrape-Timeout-Seconds
+    # header must cut each probe to 400 ms, or the filtered targets' scrapes would time out.
     exporter = SynprobeExporter(lab, tmp_path, allow=ALLOW,
-                                modules='[modules.tcp_connect]\ntimeout = "400ms"\n')
+                                modules='[modules.tcp_connect]\ntimeout = "5s"\n')
     yield exporter
     assert exporter.stop() == 0
 
@@ -68,6 +69,10 @@ def test_prometheus_scrapes_probe_success_1_0_0_ipv4_and_ipv6(
         assert {t for t, v in filtered.items() if v == 1} == {
             t for t in targets if t.endswith(f":{FILTERED_PORT}")}
         assert set(prom.values('probe_ip_protocol{job="synprobe"}').values()) == {4.0, 6.0}
+        # Every scrape succeeded (none ran past Prometheus' timeout), the slowest in ~0.4 s.
+        assert set(prom.values('up{job="synprobe"}').values()) == {1.0}
+        durations = prom.values('probe_duration_seconds{job="synprobe"}')
+        assert max(durations.values()) < 0.6, durations
     finally:
         prom.stop()
     # Every scrape above was a half-open check: nothing accepted, nothing in TIME_WAIT.
