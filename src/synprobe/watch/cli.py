@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from synprobe.targets import iter_target_file, parse_ports
 from synprobe.watch.config import ConfigError, WatchConfig, load_config
 from synprobe.watch.events import ChangeRunner, EventWriter
 from synprobe.watch.http import build_app, serve
+from synprobe.watch.live import LiveView
 from synprobe.watch.watcher import Watcher
 
 EXIT_OK, EXIT_USAGE, EXIT_RUNTIME = 0, 2, 3
@@ -133,12 +135,18 @@ async def serve_watch(args: argparse.Namespace, load: Callable[[], WatchConfig],
         stderr.flush()
 
     writer = EventWriter.open(config.events) if config.events else EventWriter(stdout)
-    sinks = [writer.write]
+    # On a terminal (and events not sent elsewhere): the live view, which shows them too.
+    live_wanted = not config.events and not args.json and stdout.isatty()
+    sinks = [] if live_wanted else [writer.write]
     runner_cmd = ChangeRunner(config.on_change, timeout=args.on_change_timeout, log=log) \
         if config.on_change else None
     if runner_cmd is not None:
         sinks.append(runner_cmd.submit)
     watcher = Watcher(config, event_sinks=sinks, log=log)
+    live = LiveView(watcher, stdout) if live_wanted else None
+    if live is not None:
+        watcher.event_sinks.append(live.add_event)
+    live_task = None
     stopping = asyncio.Event()
     reloading: list[asyncio.Future[None]] = []
 
@@ -165,8 +173,14 @@ async def serve_watch(args: argparse.Namespace, load: Callable[[], WatchConfig],
             http = await serve(build_app(watcher, extra_routes=probe_routes), config.metrics)
         log(f"synprobe watch: watching {len(config.targets)} targets"
             + (f", metrics on http://{config.metrics}/metrics" if config.metrics else ""))
+        if live is not None:
+            live_task = asyncio.ensure_future(live.run())
         await watcher.run(stopping)
     finally:
+        if live_task is not None:
+            live_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await live_task
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         for fut in reloading:

@@ -40,6 +40,7 @@ from synprobe.watch.state import TargetState
 Key = tuple[str, int, str | None]
 EventSink = Callable[[dict[str, Any]], None]
 ProberFactory = Callable[[Settings, int], Prober]
+HISTORY = 24  # RTTs kept per target for the live view's sparkline
 STOP_BUDGET = 0.6  # seconds stop() waits for in-flight checks before leaving them to the kernel
 
 
@@ -55,8 +56,8 @@ def make_prober(settings: Settings, concurrency: int) -> Prober:
 class Entry:
     """One watched target: its config, health, resolved address and check in flight."""
 
-    __slots__ = ("address", "due", "in_flight", "resolve_error", "retired", "state", "target",
-                 "waiting")
+    __slots__ = ("address", "due", "history", "in_flight", "resolve_error", "retired", "state",
+                 "target", "waiting")
 
     def __init__(self, target: WatchTarget) -> None:
         self.target = target
@@ -67,6 +68,7 @@ class Entry:
         self.waiting: float | None = None  # a due slot that came while a check was running
         self.due = 0.0
         self.retired = False
+        self.history: deque[float | None] = deque(maxlen=HISTORY)  # RTTs (None: no answer)
 
     def status(self) -> dict[str, Any]:
         last = self.state.last
@@ -393,6 +395,8 @@ class Watcher:
             self.rtt.observe(result.rtt)
         if result.state is State.ERROR:
             self.local_errors += 1
+        else:
+            entry.history.append(result.rtt if result.state is State.OPEN else None)
         s = entry.target.settings
         change = entry.state.apply(result, s.rise, s.fall, self._wall())
         if change is not None:
