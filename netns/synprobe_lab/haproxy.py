@@ -76,7 +76,7 @@ class HAProxyProcess:
     """`haproxy -f CFG -db` in `ns` of `lab`; stopped by PID at `stop()` (and lab teardown)."""
 
     def __init__(self, lab: Lab, ns: str, servers: Sequence[Server], check_argv: Sequence[str],
-                 *, inter_ms: int = 300, rise: int = 2, fall: int = 3) -> None:
+                 *, inter_ms: int = 1000, rise: int = 2, fall: int = 3) -> None:
         haproxy = shutil.which("haproxy")
         if haproxy is None:
             raise LabError("haproxy is not installed (Debian package `haproxy`)")

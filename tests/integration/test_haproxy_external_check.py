@@ -21,7 +21,9 @@ pytestmark = pytest.mark.netns
 
 CHECK = Path(sys.executable).with_name("synprobe-haproxy-check")
 SECOND_PORT = 9002
-INTER_MS, RISE, FALL = 300, 2, 3
+# HAProxy kills a check still running after `inter` and counts it failed: 1 s leaves a loaded
+# CI machine room to start a Python process per check (~50 ms idle, several times that busy).
+INTER_MS, RISE, FALL = 1000, 2, 3
 
 
 def _runs_of(proxy: HAProxyProcess, name: str, since: int) -> list[int]:
@@ -29,12 +31,12 @@ def _runs_of(proxy: HAProxyProcess, name: str, since: int) -> list[int]:
 
 
 def _watch_until(proxy: HAProxyProcess, name: str, want: str, bad_rc: int, limit: int,
-                 timeout: float) -> tuple[int, list[str]]:
+                 timeout: float, since: int) -> tuple[int, list[str]]:
     """Poll until `name` is `want`. Each poll reads the check log before and after `show stat`:
     the state may only be `want` once at least `limit` runs exited `bad_rc` (each run logs
     before it exits), and never still be short of `want` after more than `limit` did.
+    Runs are counted from index `since` of the check log (taken before the change).
     Returns the number of such runs when `want` was first seen, and every status seen."""
-    since = len(proxy.check_runs())
     seen: list[str] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -65,19 +67,21 @@ def test_haproxy_marks_servers_by_synprobe_external_check(lab: Lab) -> None:
         full = str(RISE + FALL - 1)
         lab.wait_for(lambda: all(r["status"] == "UP" and r["check_health"] == full
                                  for r in proxy.show_stat().values()),
-                     timeout=10.0, what="both servers UP at full health")
+                     timeout=10.0 + 3 * INTER_MS / 1000, what="both servers UP at full health")
         assert {n for n, rc in proxy.check_runs() if rc == 0} == {"s1", "s2"}
 
         second_accepts = second.accept_count()
+        since = len(proxy.check_runs())
         second.stop()
         failed, seen = _watch_until(proxy, "s2", "DOWN", bad_rc=1, limit=FALL,
-                                    timeout=FALL * INTER_MS / 1000 * 4 + 3)
+                                    timeout=FALL * INTER_MS / 1000 * 4 + 3, since=since)
         print(f"s2 after its listener stopped: {seen[0]} ... DOWN after {failed} failed checks")
         assert any(s.startswith("UP ") for s in seen), seen  # the transitional "UP n/m" forms
 
+        since = len(proxy.check_runs())
         restarted = ListenerProcess(lab.server, (SECOND_PORT,))
         passed, seen = _watch_until(proxy, "s2", "UP", bad_rc=0, limit=RISE,
-                                    timeout=RISE * INTER_MS / 1000 * 4 + 3)
+                                    timeout=RISE * INTER_MS / 1000 * 4 + 3, since=since)
         print(f"s2 after its listener restarted: UP after {passed} passed checks")
 
         # Not one of the checks above opened a connection on any listener.
