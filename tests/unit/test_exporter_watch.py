@@ -116,8 +116,13 @@ def test_exporter_only_service_with_reloads(tmp_path: Path, listener: int) -> No
         assert "modules.loss.timeout" in line
         code, text = svc.probe(f"target=127.0.0.1:{listener}&module=loss")
         assert code == 200 and "\nprobe_synprobe_sent 2\n" in text
-        # /metrics and /status still serve beside /probe.
-        assert get(f"{svc.base}/metrics")[0] == 200
+        # /metrics and /status still serve beside /probe; /metrics counts /probe's answers.
+        code, text = get(f"{svc.base}/metrics")
+        assert code == 200
+        assert 'synprobe_probe_requests_total{code="200"} 4.0' in text
+        assert 'synprobe_probe_requests_total{code="400"} 1.0' in text
+        assert "synprobe_probe_inflight_limit 1000.0" in text
+        assert "synprobe_probe_modules 2.0" in text
         assert get(f"{svc.base}/status") == (200, "[]")
     finally:
         assert svc.stop() == 0

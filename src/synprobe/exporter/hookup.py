@@ -45,6 +45,14 @@ def exporter_config(config: WatchConfig, args: argparse.Namespace) -> ExporterCo
         raise UsageError(f"config {path}: {exc}") from None
 
 
+def add_collector(app: web.Application, exporter: Exporter) -> None:
+    """The exporter's own metrics on the service's /metrics."""
+    from synprobe.exporter.selfmetrics import ExporterCollector
+    from synprobe.watch.http import REGISTRY
+
+    app[REGISTRY].register(ExporterCollector(exporter))
+
+
 def attach(watcher: Watcher, args: argparse.Namespace,
            log: Callable[[str], None]) -> tuple[Exporter, list[web.RouteDef]]:
     """An Exporter for the running config, re-configured on every applied reload."""

@@ -12,6 +12,7 @@ thousand threads (prometheus-client's built-in server starts a thread per reques
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from aiohttp import web
@@ -80,6 +81,7 @@ class Exporter:
         self.config = config
         self.slots = Slots(config.max_probes)
         self.resolver = resolver or Resolver()
+        self.requests: Counter[int] = Counter()  # answers by HTTP status, for /metrics
         self._clock = clock
 
     def reload(self, config: ExporterConfig) -> None:
@@ -93,11 +95,16 @@ class Exporter:
         self.resolver.close()
         self._pool.close()
 
+    def prober_count(self) -> int:
+        return len(self._pool)
+
     async def handle_probe(self, request: web.Request) -> web.Response:
         try:
-            return await self._probe(request)
+            response = await self._probe(request)
         except UsageError as exc:
-            return _error(400, str(exc))
+            response = _error(400, str(exc))
+        self.requests[response.status] += 1
+        return response
 
     async def _probe(self, request: web.Request) -> web.Response:
         start = self._clock()

@@ -170,7 +170,9 @@ async def serve_watch(args: argparse.Namespace, load: Callable[[], WatchConfig],
         await watcher.open()
         if config.metrics:
             exporter, probe_routes = probe_hookup.attach(watcher, args, log)
-            http = await serve(build_app(watcher, extra_routes=probe_routes), config.metrics)
+            app = build_app(watcher, extra_routes=probe_routes)
+            probe_hookup.add_collector(app, exporter)
+            http = await serve(app, config.metrics)
         log(f"synprobe watch: watching {len(config.targets)} targets"
             + (f", metrics on http://{config.metrics}/metrics" if config.metrics else ""))
         if live is not None:
