@@ -377,3 +377,43 @@ def test_a_failed_engine_is_a_500_with_one_line():
         assert exporter.slots.used == 0
 
     serve(exporter, body)
+
+
+def test_a_request_keeps_its_prober_across_a_reload_which_then_closes_it():
+    release.clear()
+    made: list[Prober] = []
+
+    def recording(module: Module, concurrency: int) -> Prober:
+        made.append(fake_prober(module, concurrency))
+        return made[-1]
+
+    allow = ["198.18.0.0/15"]
+    exporter = Exporter(build_config({"modules": {"m": {"timeout": 5}}}, probe_allow=allow),
+                        prober_factory=recording)
+
+    def closed(prober: Prober) -> bool:
+        try:
+            prober.submit(("198.18.0.2", 80))  # a closed Prober refuses at once
+        except RuntimeError:
+            return True
+        return False
+
+    async def body(client: TestClient) -> None:
+        slow = asyncio.create_task(client.get("/probe", params={
+            "target": f"198.18.0.2:{SLOW_PORT}"}))
+        await _until(lambda: exporter.slots.used == 1)
+        # New engine settings: a new Prober; the old one is still held by the slow request.
+        try:
+            await exporter.areload(build_config({"modules": {"m": {"timeout": 1}}},
+                                                probe_allow=allow))
+            assert len(made) == 2 and not closed(made[0])
+            r = await client.get("/probe", params={"target": "198.18.0.3:80"})
+            assert metrics(await r.text())["probe_success"] == 1  # served by the new Prober
+        finally:
+            release.set()
+        r = await slow
+        assert r.status == 200 and metrics(await r.text())["probe_success"] == 1
+        await _until(lambda: closed(made[0]))  # its last user gone, the old Prober closes
+        assert not closed(made[1])
+
+    serve(exporter, body)

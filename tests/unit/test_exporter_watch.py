@@ -102,7 +102,7 @@ def test_exporter_only_service_with_reloads(tmp_path: Path, listener: int) -> No
                           '[modules.loss]\ntimeout = 0.2\ncount = 2\n')
         mark = len(svc.log)
         svc.proc.send_signal(signal.SIGHUP)
-        svc.wait_log("reloaded", after=mark)
+        svc.wait_log("/probe reloaded: 2 modules", after=mark)
         code, text = svc.probe(f"target=127.0.0.1:{listener}&module=loss")
         assert code == 200 and "\nprobe_synprobe_sent 2\n" in text
         code, text = svc.probe(f"target=[::1]:{listener}")

@@ -9,6 +9,7 @@ the running config on SIGHUP), and re-applies them through the Watcher's reload 
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -58,13 +59,26 @@ def attach(watcher: Watcher, args: argparse.Namespace,
     """An Exporter for the running config, re-configured on every applied reload."""
     exporter = Exporter(exporter_config(watcher.config, args))
 
-    def on_reload(config: WatchConfig) -> None:
+    async def reload(config: WatchConfig) -> None:
         try:
-            exporter.reload(exporter_config(config, args))
+            probe_config = exporter_config(config, args)
+            await exporter.areload(probe_config)
         except (SynprobeError, RuntimeError, OSError) as exc:
             # The loader validated the config already; what is left is a Prober that cannot
             # start (the raw engine without CAP_NET_RAW). /probe keeps its running config.
             log(f"synprobe watch: /probe keeps its running config: {exc}")
+            return
+        log(f"synprobe watch: /probe reloaded: {len(probe_config.modules)} modules, "
+            f"{exporter.prober_count()} Probers")
+
+    pending: set[asyncio.Task[None]] = set()
+
+    def on_reload(config: WatchConfig) -> None:
+        # Called on the service's loop as the watch config is applied: new Probers start on
+        # a thread (the raw engine's can take a while), so the scheduler keeps its slots.
+        task = asyncio.get_running_loop().create_task(reload(config))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
 
     watcher.reload_hooks.append(on_reload)
     return exporter, probe_routes(exporter)

@@ -38,11 +38,20 @@ def make_prober(module: Module, concurrency: int) -> Prober:
 
 
 class ProberPool:
-    """One Prober per distinct engine key of the configured modules."""
+    """One Prober per distinct engine key of the configured modules.
+
+    A reload is two steps: `prepare()` makes the Probers the new config lacks (slow for the
+    raw engine, so callers on an event loop run it on a thread; it touches no shared state),
+    `commit()` swaps them in (on the loop's thread, instantly). A Prober no module needs any
+    more is closed once no request holds it (`acquire`/`release`): a request that started
+    before a reload finishes with the Prober it started with.
+    """
 
     def __init__(self, factory: ProberFactory = make_prober) -> None:
         self._factory = factory
         self._probers: dict[tuple[object, ...], Prober] = {}
+        self._users: dict[int, int] = {}  # id(prober) -> requests holding it
+        self._retired: dict[int, Prober] = {}  # replaced, closed when its last user leaves
 
     def __len__(self) -> int:
         return len(self._probers)
@@ -50,32 +59,66 @@ class ProberPool:
     def get(self, module: Module) -> Prober:
         return self._probers[module.engine_key()]
 
-    def replace(self, modules: Mapping[str, Module], concurrency: int) -> None:
-        """Have a Prober for every module; close those no module needs any more. A Prober that
-        cannot start (the raw engine without CAP_NET_RAW) raises here and the pool is left as
-        it was, so a bad reload keeps the old config working."""
-        wanted = {m.engine_key(): m for m in modules.values()}
+    def acquire(self, module: Module) -> Prober:
+        prober = self._probers[module.engine_key()]
+        self._users[id(prober)] = self._users.get(id(prober), 0) + 1
+        return prober
+
+    def release(self, prober: Prober) -> None:
+        left = self._users[id(prober)] - 1
+        if left:
+            self._users[id(prober)] = left
+            return
+        del self._users[id(prober)]
+        retired = self._retired.pop(id(prober), None)
+        if retired is not None:
+            _close_later([retired])
+
+    def prepare(self, modules: Mapping[str, Module], concurrency: int,
+                ) -> dict[tuple[object, ...], Prober]:
+        """Probers for the modules' engine keys the pool lacks. One that cannot start (the raw
+        engine without CAP_NET_RAW) raises, after closing those made so far."""
+        have = set(self._probers)
         fresh: dict[tuple[object, ...], Prober] = {}
         try:
-            for key, module in wanted.items():
-                if key not in self._probers:
+            for module in modules.values():
+                key = module.engine_key()
+                if key not in have and key not in fresh:
                     fresh[key] = self._factory(module, concurrency)
         except BaseException:
             _close_later(list(fresh.values()))
             raise
+        return fresh
+
+    def commit(self, modules: Mapping[str, Module],
+               fresh: Mapping[tuple[object, ...], Prober]) -> None:
+        wanted = {m.engine_key() for m in modules.values()}
+        current = dict(fresh)
+        current.update({k: p for k, p in self._probers.items() if k in wanted})
+        unused = [p for k, p in fresh.items() if current[k] is not p]  # a racing prepare's
         stale = [p for k, p in self._probers.items() if k not in wanted]
-        self._probers = {k: self._probers.get(k) or fresh[k] for k in wanted}
-        _close_later(stale)
+        self._probers = {k: current[k] for k in wanted}
+        for prober in stale:
+            if id(prober) in self._users:
+                self._retired[id(prober)] = prober
+            else:
+                unused.append(prober)
+        _close_later(unused)
+
+    def replace(self, modules: Mapping[str, Module], concurrency: int) -> None:
+        """prepare() and commit() in one go (for callers without an event loop)."""
+        self.commit(modules, self.prepare(modules, concurrency))
 
     def close(self) -> None:
-        probers, self._probers = list(self._probers.values()), {}
+        probers = [*self._probers.values(), *self._retired.values()]
+        self._probers, self._retired = {}, {}
         for prober in probers:
             prober.close()
 
 
 def _close_later(probers: list[Prober]) -> None:
-    """Prober.close() waits for the checks in flight; requests still awaiting them get their
-    results. Off the event loop, so a reload never stalls other requests."""
+    """Prober.close() waits for the checks in flight; off the event loop, so a reload never
+    stalls other requests."""
     if probers:
         threading.Thread(target=lambda: [p.close() for p in probers],
                          name="synprobe-exporter-close", daemon=True).start()

@@ -11,9 +11,10 @@ thousand threads (prometheus-client's built-in server starts a thread per reques
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
@@ -38,6 +39,7 @@ from synprobe.exporter.target import (
     choose_address,
     parse_probe_target,
 )
+from synprobe.prober import Prober
 
 MAX_QUERY = 2048  # bytes of query string; a blackbox-style request needs well under 300
 TIMEOUT_OFFSET = 0.5  # blackbox_exporter's default --timeout-offset: room for the answer
@@ -86,8 +88,18 @@ class Exporter:
 
     def reload(self, config: ExporterConfig) -> None:
         """Apply a new config; if one of its Probers cannot start, raise and keep the old one.
-        Probes in flight finish with the settings they started with."""
-        self._pool.replace(config.modules, config.max_probes)
+        Probes in flight finish with the settings they started with. Call it from the thread
+        that serves requests (or before serving); on an event loop, `areload()` keeps the
+        loop free while Probers start."""
+        self._apply(config, self._pool.prepare(config.modules, config.max_probes))
+
+    async def areload(self, config: ExporterConfig) -> None:
+        """`reload()` for the serving event loop: new Probers start on a worker thread."""
+        fresh = await asyncio.to_thread(self._pool.prepare, config.modules, config.max_probes)
+        self._apply(config, fresh)
+
+    def _apply(self, config: ExporterConfig, fresh: Mapping[tuple[object, ...], Prober]) -> None:
+        self._pool.commit(config.modules, fresh)
         self.config = config
         self.slots.limit = config.max_probes
 
@@ -127,6 +139,8 @@ class Exporter:
             return _error(503, f"{self.slots.limit} probes already in flight; retry later or "
                                "raise probe_max_inflight")
         consumed = False
+        # Held from here to the answer, before any await: a reload meanwhile cannot close it.
+        prober = self._pool.acquire(module)
         try:
             report = ProbeReport(Outcome(), 0.0, 0.0, counted=bool(module.count))
             try:
@@ -149,7 +163,6 @@ class Exporter:
                 report.duration = self._clock() - start
                 return self._answer(report, str(exc))
             report.ip_protocol, report.ip_addr_hash = address[0], address_hash(address)
-            prober = self._pool.get(module)
             run = run_count if module.count else run_check
             consumed = True
             try:
@@ -161,6 +174,7 @@ class Exporter:
             report.duration = self._clock() - start
             return self._answer(report)
         finally:
+            self._pool.release(prober)
             if not consumed:
                 self.slots.release()
 
