@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from synprobe.engines.base import ProbeOptions
 from synprobe.exporter import Exporter, build_config, probe_routes
 from synprobe.exporter.config import Module
-from synprobe.exporter.probing import make_prober
+from synprobe.exporter.pool import make_prober
 from synprobe.model import State, Target
 from synprobe.prober import Prober
 from synprobe.registry import register_engine

@@ -22,15 +22,8 @@ from synprobe.errors import SynprobeError, UsageError
 from synprobe.exporter.allow import HOW_TO_ALLOW
 from synprobe.exporter.config import ExporterConfig, Module
 from synprobe.exporter.metrics import CONTENT_TYPE, ProbeReport, render
-from synprobe.exporter.probing import (
-    Outcome,
-    ProberFactory,
-    ProberPool,
-    Slots,
-    make_prober,
-    run_check,
-    run_count,
-)
+from synprobe.exporter.pool import ProberFactory, ProberPool, make_prober
+from synprobe.exporter.probing import Outcome, Slots, run_check, run_count
 from synprobe.exporter.target import (
     Resolver,
     Unresolvable,
