@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -293,10 +294,15 @@ def test_count_mode_counts_silence_as_loss():
 
 
 def test_all_probes_share_one_prober_and_reload_keeps_or_replaces_it(open_port: int):
-    made: list[Module] = []
+    made: list[Any] = []
+
+    @dataclass
+    class Made:
+        module: Module
+        concurrency: int
 
     def counting(module: Module, concurrency: int) -> Prober:
-        made.append(module)
+        made.append(Made(module, concurrency))
         return make_prober(module, concurrency)
 
     raw = {"modules": {"a": {"preferred_ip_protocol": "ip4"}, "b": {}}}
@@ -315,6 +321,10 @@ def test_all_probes_share_one_prober_and_reload_keeps_or_replaces_it(open_port: 
         assert len(made) == 2
         r = await client.get("/probe", params={"target": f"127.0.0.1:{open_port}"})
         assert metrics(await r.text())["probe_success"] == 1  # "c" is now the only module
+        # A new in-flight cap is the engine's concurrency too: a new Prober.
+        exporter.reload(build_config({"modules": {"c": {"timeout": 0.4}},
+                                      "probe_max_inflight": 2000}, probe_allow=LOOPBACK))
+        assert len(made) == 3 and made[-1].concurrency == 2000
 
     serve(exporter, body)
 

@@ -46,15 +46,21 @@ class ProberPool:
         self._probers: dict[tuple[object, ...], Prober] = {}
         self._users: dict[int, int] = {}  # id(prober) -> requests holding it
         self._retired: dict[int, Prober] = {}  # replaced, closed when its last user leaves
+        # The engine's concurrency is fixed at start too: a new cap means new Probers.
+        self._concurrency = 0
 
     def __len__(self) -> int:
         return len(self._probers)
 
+    @staticmethod
+    def _key(module: Module, concurrency: int) -> tuple[object, ...]:
+        return (*module.engine_key(), concurrency)
+
     def get(self, module: Module) -> Prober:
-        return self._probers[module.engine_key()]
+        return self._probers[self._key(module, self._concurrency)]
 
     def acquire(self, module: Module) -> Prober:
-        prober = self._probers[module.engine_key()]
+        prober = self.get(module)
         self._users[id(prober)] = self._users.get(id(prober), 0) + 1
         return prober
 
@@ -76,7 +82,7 @@ class ProberPool:
         fresh: dict[tuple[object, ...], Prober] = {}
         try:
             for module in modules.values():
-                key = module.engine_key()
+                key = self._key(module, concurrency)
                 if key not in have and key not in fresh:
                     fresh[key] = self._factory(module, concurrency)
         except BaseException:
@@ -84,14 +90,15 @@ class ProberPool:
             raise
         return fresh
 
-    def commit(self, modules: Mapping[str, Module],
+    def commit(self, modules: Mapping[str, Module], concurrency: int,
                fresh: Mapping[tuple[object, ...], Prober]) -> None:
-        wanted = {m.engine_key() for m in modules.values()}
+        wanted = {self._key(m, concurrency) for m in modules.values()}
         current = dict(fresh)
         current.update({k: p for k, p in self._probers.items() if k in wanted})
         unused = [p for k, p in fresh.items() if current[k] is not p]  # a racing prepare's
         stale = [p for k, p in self._probers.items() if k not in wanted]
         self._probers = {k: current[k] for k in wanted}
+        self._concurrency = concurrency
         for prober in stale:
             if id(prober) in self._users:
                 self._retired[id(prober)] = prober
@@ -101,7 +108,7 @@ class ProberPool:
 
     def replace(self, modules: Mapping[str, Module], concurrency: int) -> None:
         """prepare() and commit() in one go (for callers without an event loop)."""
-        self.commit(modules, self.prepare(modules, concurrency))
+        self.commit(modules, concurrency, self.prepare(modules, concurrency))
 
     def close(self) -> None:
         probers = [*self._probers.values(), *self._retired.values()]

@@ -92,7 +92,7 @@ class Exporter:
         self._apply(config, fresh)
 
     def _apply(self, config: ExporterConfig, fresh: Mapping[tuple[object, ...], Prober]) -> None:
-        self._pool.commit(config.modules, fresh)
+        self._pool.commit(config.modules, config.max_probes, fresh)
         self.config = config
         self.slots.limit = config.max_probes
 
