@@ -48,6 +48,16 @@ class QueueSource:
             self._queue.append(target)
         os.eventfd_write(self.wakeup_fd, 1)
 
+    def put_many(self, targets: list[Target]) -> None:
+        """Queue several targets with one wakeup of the engine."""
+        if not targets:
+            return
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("prober is closed")
+            self._queue.extend(targets)
+        os.eventfd_write(self.wakeup_fd, 1)
+
     def close(self) -> None:
         """No more targets: the engine finishes what is in flight, then its run() ends."""
         with self._lock:

@@ -26,7 +26,11 @@ def answer(target: Target) -> tuple[State, str]:
 
 @pytest.fixture(autouse=True)
 def fake(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(registry._registered, "fake", lambda o: FakeEngine(answer, o))
+    def make(options):
+        engine = FakeEngine(answer, options)
+        engine.supports_via = True  # type: ignore[attr-defined]
+        return engine
+    monkeypatch.setitem(registry._registered, "fake", make)
 
 
 def cfg(targets: list[str], via: list[str] | None = None):

@@ -216,3 +216,25 @@ def test_engine_that_cannot_start_fails_start(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(registry._registered, "fake", refuse)
     with pytest.raises(PermissionError, match="CAP_NET_RAW"):
         synprobe.Watcher(config(["198.18.0.2:80"])).start()
+
+
+def test_via_with_an_engine_that_cannot_is_refused_at_start(net: Net) -> None:
+    cfg = parse_config({"groups": {"g": {"engine": "fake", "via": "198.18.1.11",
+                                         "targets": ["198.18.0.2:80"]}}})
+    with pytest.raises(synprobe.UsageError, match="real server"):
+        synprobe.Watcher(cfg).start()
+
+
+def test_a_hook_that_refuses_a_config_keeps_the_running_one(running, net: Net) -> None:
+    w, events = running(config(["198.18.0.2:80"]))
+    events.next()
+
+    def refuse(cfg) -> None:
+        if any(t.port == 81 for t in cfg.targets):
+            raise synprobe.UsageError("probe_allow: bad CIDR")
+
+    w.reload_hooks.append(refuse)
+    with pytest.raises(synprobe.UsageError, match="probe_allow"):
+        w.reload(config(["198.18.0.2:80", "198.18.0.2:81"]))
+    assert [s["port"] for s in w.status()] == [80]
+    assert w.reloads["ok"] == 0

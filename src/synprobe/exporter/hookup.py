@@ -59,13 +59,12 @@ def attach(watcher: Watcher, args: argparse.Namespace,
     """An Exporter for the running config, re-configured on every applied reload."""
     exporter = Exporter(exporter_config(watcher.config, args))
 
-    async def reload(config: WatchConfig) -> None:
+    async def swap(probe_config: ExporterConfig) -> None:
         try:
-            probe_config = exporter_config(config, args)
             await exporter.areload(probe_config)
         except (SynprobeError, RuntimeError, OSError) as exc:
-            # The loader validated the config already; what is left is a Prober that cannot
-            # start (the raw engine without CAP_NET_RAW). /probe keeps its running config.
+            # What is left to fail is a Prober that cannot start (the raw engine without
+            # CAP_NET_RAW): /probe keeps its running config, the watched targets move on.
             log(f"synprobe watch: /probe keeps its running config: {exc}")
             return
         log(f"synprobe watch: /probe reloaded: {len(probe_config.modules)} modules, "
@@ -74,9 +73,11 @@ def attach(watcher: Watcher, args: argparse.Namespace,
     pending: set[asyncio.Task[None]] = set()
 
     def on_reload(config: WatchConfig) -> None:
-        # Called on the service's loop as the watch config is applied: new Probers start on
-        # a thread (the raw engine's can take a while), so the scheduler keeps its slots.
-        task = asyncio.get_running_loop().create_task(reload(config))
+        # Runs on the service's loop before the watch applies `config`: a /probe config that
+        # does not parse raises here, and the whole reload is refused. New Probers then start
+        # on a thread (the raw engine's can take a while), so the scheduler keeps its slots.
+        probe_config = exporter_config(config, args)
+        task = asyncio.get_running_loop().create_task(swap(probe_config))
         pending.add(task)
         task.add_done_callback(pending.discard)
 

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from aiohttp import web
+
 from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
 from synprobe.exporter import hookup as probe_hookup
 from synprobe.registry import engines
@@ -21,6 +23,13 @@ from synprobe.watch.live import LiveView
 from synprobe.watch.watcher import Watcher
 
 EXIT_OK, EXIT_USAGE, EXIT_RUNTIME = 0, 2, 3
+
+# HTTP extensions of the service (the /probe exporter plugs in here): each is called once with
+# the Watcher and the parsed command line, before the first config is applied, and returns its
+# routes; it may append to `watcher.reload_hooks` to validate and take its part of each config
+# (the first one included). Its flags go into build_parser().
+Extension = Callable[[Watcher, argparse.Namespace], Sequence[web.RouteDef]]
+EXTENSIONS: tuple[Extension, ...] = ()
 
 EPILOG = """\
 examples:
@@ -154,23 +163,28 @@ async def serve_watch(args: argparse.Namespace, load: Callable[[], WatchConfig],
         try:
             new = await asyncio.to_thread(load)
             await watcher.apply(new)
-        except (SynprobeError, PermissionError, OSError) as exc:
+        except Exception as exc:  # whatever it was, the running config stays
             watcher.reloads["failed"] += 1
             log(f"synprobe watch: reload failed, keeping the running config: {exc}")
             return
         log(f"synprobe watch: reloaded: {len(new.targets)} targets")
+        for key in ("metrics", "events", "on_change"):
+            if getattr(new, key) != getattr(config, key):
+                log(f"synprobe watch: {key} changed in the config: it takes a restart")
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     loop.add_signal_handler(signal.SIGHUP,
                             lambda: reloading.append(asyncio.ensure_future(reload())))
     http = None
+    routes = [route for extension in EXTENSIONS for route in extension(watcher, args)]
     exporter = None
     try:
         await watcher.open()
         if config.metrics:
+            # /probe (synprobe.exporter): its routes, its own metrics on /metrics, closed below.
             exporter, probe_routes = probe_hookup.attach(watcher, args, log)
-            app = build_app(watcher, extra_routes=probe_routes)
+            app = build_app(watcher, extra_routes=[*routes, *probe_routes])
             probe_hookup.add_collector(app, exporter)
             http = await serve(app, config.metrics)
         log(f"synprobe watch: watching {len(config.targets)} targets"

