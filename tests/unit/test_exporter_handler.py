@@ -427,3 +427,30 @@ def test_a_request_keeps_its_prober_across_a_reload_which_then_closes_it():
         assert not closed(made[1])
 
     serve(exporter, body)
+
+
+def test_a_cancelled_probe_gives_its_slot_back_once_the_check_ends():
+    from synprobe.exporter.probing import Slots, run_check
+
+    release.clear()
+    module = Module("m", timeout=5.0)
+    prober = fake_prober(module, 10)
+    slots = Slots(1)
+
+    async def main() -> None:
+        assert slots.take()
+        task = asyncio.create_task(run_check(prober, module, "198.18.0.2", SLOW_PORT,
+                                             time.monotonic() + 5, slots))
+        await asyncio.sleep(0.05)
+        task.cancel()  # what server shutdown does to a handler
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert slots.used == 1  # the check still runs in the Prober: still counted
+        release.set()
+        await _until(lambda: slots.used == 0)
+
+    try:
+        asyncio.run(main())
+    finally:
+        release.set()
+        prober.close()

@@ -71,11 +71,15 @@ def _submit(prober: Prober, module: Module, host: str, port: int,
 async def _await_result(fut: Future[ProbeResult], timeout: float, slots: Slots,
                         loop: asyncio.AbstractEventLoop) -> ProbeResult | None:
     """The check's result, or None when the request's time is up first. Either way its slot
-    is released once the Prober has answered it: here, or (a request that gave up) from the
-    Prober's dispatcher thread later. The check itself is not cancelled: it ends, and
-    resets, on the engine's own deadline."""
+    is released once the Prober has answered it: here, or (a request that gave up, or was
+    cancelled) from the Prober's dispatcher thread later. The check itself is not cancelled:
+    it ends, and resets, on the engine's own deadline."""
     waiter = asyncio.wrap_future(fut)
-    done, _ = await asyncio.wait({waiter}, timeout=max(timeout, 0.0))
+    try:
+        done, _ = await asyncio.wait({waiter}, timeout=max(timeout, 0.0))
+    except asyncio.CancelledError:  # the server shutting down, or a client gone
+        slots.release_when_done(fut, loop)
+        raise
     if not done:
         slots.release_when_done(fut, loop)
         return None
