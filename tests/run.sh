@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 . netns/setup.sh
 require_root tests/run.sh "the netns integration tests need it"
 need_commands ip:iproute2 ss:iproute2 nft:nftables tcpdump:tcpdump capsh:libcap2-bin
+# The drop-in tests run the real ones: /probe against blackbox_exporter and Prometheus, the
+# external check under HAProxy (its admin socket read with socat).
+need_commands haproxy:haproxy socat:socat prometheus:prometheus \
+    prometheus-blackbox-exporter:prometheus-blackbox-exporter
 
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
 
