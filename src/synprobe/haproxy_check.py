@@ -4,8 +4,9 @@ HAProxy forks and execs the command once per check, with argv
 `<proxy_addr> <proxy_port> <server_addr> <server_port>` and an environment it builds from
 scratch (PATH from `external-check path`, else empty, and HAPROXY_PROXY_* / HAPROXY_SERVER_*).
 Exit status 0 marks the check passed; anything else failed. HAProxy sends SIGTERM to a check still
-running after `inter` (or `timeout connect`, when `timeout check` is set too), and in daemon mode
-the child's stdin/stdout/stderr are closed, so this program prints nothing when it works.
+running after `inter` (or `timeout connect`, when `timeout check` is set too). In quiet mode
+(`-q`) the child's stdin/stdout/stderr are closed, otherwise they are HAProxy's own: either way
+this program prints nothing when it works.
 
 One process per check makes start-up the cost that matters: this module imports only the shaker
 engine, the address parser and the target source, never asyncio, argparse, netaddr or scapy.
@@ -166,7 +167,7 @@ class _LocalFailure(Exception):
 
 
 def _say(message: str) -> None:
-    # HAProxy in daemon mode closes the child's descriptors 0-2: there is no stderr then.
+    # HAProxy in quiet mode closes the child's descriptors 0-2: there is no stderr then.
     if sys.stderr is not None:
         with contextlib.suppress(OSError):
             print(f"synprobe-haproxy-check: {message}", file=sys.stderr)

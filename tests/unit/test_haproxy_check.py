@@ -157,7 +157,7 @@ def _close_stdio() -> None:
         os.close(fd)
 
 
-def test_runs_as_haproxy_runs_it_in_daemon_mode(listening_port: int, closed_port: int):
+def test_runs_as_haproxy_runs_it_in_quiet_mode(listening_port: int, closed_port: int):
     """HAProxy's child: an environment of HAProxy's own (PATH empty), descriptors 0-2 closed."""
     check = Path(sys.executable).with_name("synprobe-haproxy-check")
     env = {"PATH": "", "HAPROXY_SERVER_ADDR": "127.0.0.1"}
