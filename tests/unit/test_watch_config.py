@@ -124,3 +124,12 @@ def test_prober_key_groups_equal_check_settings() -> None:
     a, b = Settings(interval=1, rise=2), Settings(interval=5, rise=9)
     assert a.check_key() == b.check_key()
     assert Settings(timeout=0.2).check_key() != a.check_key()
+
+
+def test_a_target_listed_twice_alike_is_one_target() -> None:
+    config = parse_config({"groups": {"a": {"targets": ["198.18.0.2:80", "198.18.0.0/30:80"]}}})
+    assert sorted(t.host for t in config.targets) == ["198.18.0.0", "198.18.0.1", "198.18.0.2",
+                                                       "198.18.0.3"]
+    with pytest.raises(ConfigError, match="already in group"):
+        parse_config({"groups": {"a": {"targets": ["198.18.0.2:80",
+                                                   {"target": "198.18.0.2:80", "fall": 9}]}}})

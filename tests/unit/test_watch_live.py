@@ -7,8 +7,8 @@ import pytest
 import synprobe
 from synprobe.model import ProbeResult, State
 from synprobe.watch.config import parse_config
+from synprobe.watch.entry import Entry
 from synprobe.watch.live import _clip, ago, render, sparkline
-from synprobe.watch.watcher import Entry
 
 
 def test_sparkline_scales_and_marks_unanswered() -> None:

@@ -265,6 +265,8 @@ def parse_config(doc: Mapping[str, Any], *, overrides: Mapping[str, Any] | None 
             targets.setdefault(t.key, t)
     for name, table in groups.items():
         for t in targets_from_group(name, table, base, excludes):
+            if targets.get(t.key) == t:
+                continue  # listed twice alike (a CIDR and an address in it): one target
             if t.key in targets:
                 raise ConfigError(f"groups.{name}: target {t.host}:{t.port} is already in group "
                                   f"{targets[t.key].group!r} (one target, one schedule)")

@@ -13,8 +13,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
+from synprobe.watch.entry import Entry
 from synprobe.watch.state import DOWN, UNKNOWN, UP
-from synprobe.watch.watcher import Entry, Watcher
+from synprobe.watch.watcher import Watcher
 
 BARS = "▁▂▃▄▅▆▇█"
 HIGHLIGHT_FOR = 10.0  # seconds a changed row stays highlighted
@@ -158,8 +159,12 @@ class LiveView:
 
     def __init__(self, watcher: Watcher, stream: TextIO, period: float = 0.5,
                  size: Callable[[], os.terminal_size] | None = None,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time,
+                 on_lost: Callable[[], None] | None = None) -> None:
         self.watcher = watcher
+        # Called when the terminal is gone (a write fails: EIO after a hangup): an interactive
+        # view without its terminal should not live on as an orphan.
+        self.on_lost = on_lost
         self.stream = stream
         self.period = period
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENT_LINES)
@@ -185,11 +190,14 @@ class LiveView:
         self._drawn = len(lines)
 
     async def run(self) -> None:
-        self.stream.write("\033[?25l\033[2J")  # hide the cursor, clear once
         try:
+            self.stream.write("\033[?25l\033[2J")  # hide the cursor, clear once
             while True:
                 self.draw()
                 await asyncio.sleep(self.period)
+        except (OSError, ValueError):  # the terminal hung up (EIO), or the stream was closed
+            if self.on_lost is not None:
+                self.on_lost()
         finally:
             with contextlib.suppress(OSError, ValueError):
                 self.draw()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import socket
 import sys
@@ -21,15 +22,15 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from synprobe.addresses import format_ip, parse_ip
-from synprobe.api import check_via_support
 from synprobe.errors import UsageError
-from synprobe.model import ProbeResult, State, Target
+from synprobe.model import ProbeResult, State
 from synprobe.prober import Prober
 from synprobe.targets import _exclusion_set
-from synprobe.watch.config import Settings, WatchConfig, WatchTarget
+from synprobe.watch.config import Settings, WatchConfig
+from synprobe.watch.entry import Entry
 from synprobe.watch.events import event_record, rfc3339
-from synprobe.watch.labels import target_labels
+from synprobe.watch.probers import check_prober_via, close_probers, make_prober
+from synprobe.watch.resolve import one_word, resolve_first
 from synprobe.watch.schedule import (
     LATENESS_BUCKETS,
     RTT_BUCKETS,
@@ -38,66 +39,12 @@ from synprobe.watch.schedule import (
     next_due,
     spread,
 )
-from synprobe.watch.state import TargetState
 
 Key = tuple[str, int, str | None]
 EventSink = Callable[[dict[str, Any]], None]
 ProberFactory = Callable[[Settings, int], Prober]
 TICK = 0.005  # seconds between batches of checks (the most a check waits for its batch)
-HISTORY = 24  # RTTs kept per target for the live view's sparkline
 STOP_BUDGET = 0.6  # seconds stop() waits for in-flight checks before leaving them to the kernel
-
-
-def make_prober(settings: Settings, concurrency: int) -> Prober:
-    extra: dict[str, object] = {}
-    if settings.mark is not None:
-        extra["mark"] = settings.mark
-    # No rate limit in the engine: the schedule itself paces the checks (targets / interval).
-    prober = Prober(settings.engine, timeout=settings.timeout, retries=settings.retries,
-                    concurrency=concurrency, rate=None, source=settings.source, **extra)
-    return prober
-
-
-def check_prober_via(prober: Prober, vias: tuple[str, ...]) -> None:
-    """An engine that cannot check through a real server fails the config at load time, not
-    every check later (Prober.submit would refuse each one)."""
-    if vias:
-        check_via_support(prober._engine, vias)
-
-
-class Entry:
-    """One watched target: its config, health, resolved address and check in flight."""
-
-    __slots__ = ("address", "due", "history", "in_flight", "labels", "resolve_error", "retired",
-                 "state", "target", "waiting")
-
-    def __init__(self, target: WatchTarget) -> None:
-        self.target = target
-        self.state = TargetState()
-        self.address: str | None = None if target.is_name else target.host
-        self.resolve_error = ""
-        self.in_flight = False
-        self.waiting: float | None = None  # a due slot that came while a check was running
-        self.due = 0.0
-        self.retired = False
-        self.history: deque[float | None] = deque(maxlen=HISTORY)  # RTTs (None: no answer)
-        self.labels = target_labels(target.host, target.port, target.via)  # for /metrics
-
-    def status(self) -> dict[str, Any]:
-        last = self.state.last
-        return {
-            "host": self.target.host,
-            "port": self.target.port,
-            "via": self.target.via,
-            "group": self.target.group,
-            "address": self.address,
-            "status": self.state.status,
-            "since": None if self.state.since is None else rfc3339(self.state.since),
-            "state": None if last is None else last.state.value,
-            "reason": None if last is None else last.reason,
-            "rtt_ms": None if last is None or last.rtt is None else round(last.rtt * 1000, 3),
-            "checked": None if self.state.last_time is None else rfc3339(self.state.last_time),
-        }
 
 
 class Watcher:
@@ -286,11 +233,12 @@ class Watcher:
         for key, target in new.items():
             entry = self.entries.get(key)
             if entry is None:
-                self.entries[key] = Entry(target)
+                entry = self.entries[key] = Entry(target)
+                entry.deliver = functools.partial(self._deliver, entry)
                 added.setdefault(target.settings.interval, []).append(key)
                 continue
-            old_interval = entry.target.settings.interval
-            entry.target = target
+            old_interval = entry.interval
+            entry.retarget(target)
             if target.settings.interval != old_interval and not entry.in_flight:
                 added.setdefault(target.settings.interval, []).append(key)
         await self._resolve_all([self.entries[k] for keys in added.values() for k in keys
@@ -307,21 +255,7 @@ class Watcher:
         self._poke()
 
     def _close_probers(self, probers: list[Prober], budget: float) -> None:
-        """Close Probers, waiting at most `budget` seconds in all. A check still in flight
-        then is left to the kernel: our sockets close when the process exits (SO_LINGER 0:
-        a RST for any answered one) and a SYN-ACK to a port nobody owns is reset."""
-        threads = []
-        for p in probers:
-            stats = p.stats()
-            mine = self._retired_stats.setdefault(p.engine_name, {})
-            for k, v in stats.items():
-                mine[k] = mine.get(k, 0) + v
-            t = threading.Thread(target=p.close, daemon=True, name="synprobe-close")
-            t.start()
-            threads.append(t)
-        deadline = time.monotonic() + budget
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+        close_probers(probers, budget, self._retired_stats)
 
     # -- scheduling -----------------------------------------------------------------------------
 
@@ -337,7 +271,7 @@ class Watcher:
         while True:
             self._drain()
             now = loop.time()
-            batches: dict[tuple[Any, ...], list[tuple[Entry, Target]]] = {}
+            batches: dict[tuple[Any, ...], list[Entry]] = {}
             for key, due in schedule.pop_due(now, 2048):
                 entry = self.entries.get(key)  # type: ignore[arg-type]
                 if entry is None:
@@ -367,44 +301,49 @@ class Watcher:
                 self._wake = None
 
     def _start(self, entry: Entry, due: float, now: float,
-               batches: dict[tuple[Any, ...], list[tuple[Entry, Target]]]) -> None:
+               batches: dict[tuple[Any, ...], list[Entry]]) -> None:
         """Account for the check due at `due`, schedule the next one, and add the check to
-        its Prober's batch (or finish it here when it cannot be sent)."""
-        settings = entry.target.settings
-        self.lateness.observe(max(0.0, now - due))
+        its Prober's batch (or finish it here when it cannot be sent). The hot path: what it
+        reads is cached on the Entry."""
+        late = now - due
+        self.lateness.observe(late if late > 0.0 else 0.0)
         self.checks_started += 1
-        nxt, skipped = next_due(due, settings.interval, now)
-        self.checks_skipped += skipped
-        self._schedule.set(entry.target.key, nxt)
+        nxt = due + entry.interval
+        if nxt <= now:
+            nxt, skipped = next_due(due, entry.interval, now)
+            self.checks_skipped += skipped
+        self._schedule.set(entry.key, nxt)
         if nxt < self._sleep_until:  # started from a result: the scheduler may sleep past it
             self._poke()
         entry.due = due
-        if entry.address is None:
+        if entry.probe is None:
             self._finish(entry, self._local_result(entry, State.UNREACHABLE,
                                                    entry.resolve_error or "unresolved"))
             return
         entry.in_flight = True
         self._in_flight += 1
-        target = Target(entry.address, entry.target.port, entry.target.via)
-        batches.setdefault(settings.check_key(), []).append((entry, target))
+        batch = batches.get(entry.prober_key)
+        if batch is None:
+            batch = batches[entry.prober_key] = []
+        batch.append(entry)
 
-    def _submit(self, batches: dict[tuple[Any, ...], list[tuple[Entry, Target]]]) -> None:
+    def _submit(self, batches: dict[tuple[Any, ...], list[Entry]]) -> None:
         """One submit_many() per Prober: one engine wakeup for the tick's checks."""
         for key, items in batches.items():
             prober = self._probers.get(key)
             try:
                 if prober is None:
                     raise RuntimeError("no Prober for these settings")
-                futures = prober.submit_many([t for _, t in items])
+                futures = prober.submit_many([e.probe for e in items])  # type: ignore[misc]
             except (UsageError, RuntimeError) as exc:  # the engine ended: ours, not the target's
-                reason = "engine-failed" if isinstance(exc, RuntimeError) else _one_word(str(exc))
-                for entry, _ in items:
+                reason = "engine-failed" if isinstance(exc, RuntimeError) else one_word(str(exc))
+                for entry in items:
                     entry.in_flight = False
                     self._in_flight -= 1
                     self._finish(entry, self._local_result(entry, State.ERROR, reason))
                 continue
-            for (entry, _), fut in zip(items, futures, strict=True):
-                fut.add_done_callback(lambda f, e=entry: self._deliver(e, f))
+            for entry, fut in zip(items, futures, strict=True):
+                fut.add_done_callback(entry.deliver)
 
     def _deliver(self, entry: Entry, fut: Future[ProbeResult]) -> None:
         """On a Prober's dispatcher thread: leave the result for the loop. No wakeup: while
@@ -414,7 +353,7 @@ class Watcher:
 
     def _drain(self) -> None:
         inbox = self._inbox
-        batches: dict[tuple[Any, ...], list[tuple[Entry, Target]]] = {}
+        batches: dict[tuple[Any, ...], list[Entry]] = {}
         while inbox:
             entry, fut = inbox.popleft()
             entry.in_flight = False
@@ -444,8 +383,7 @@ class Watcher:
             self.local_errors += 1
         else:
             entry.history.append(result.rtt if result.state is State.OPEN else None)
-        s = entry.target.settings
-        change = entry.state.apply(result, s.rise, s.fall, self._wall())
+        change = entry.state.apply(result, entry.rise, entry.fall, self._wall())
         if change is not None:
             t = entry.target
             self._emit(event_record(t.host, t.port, t.via, change))
@@ -472,7 +410,9 @@ class Watcher:
 
         async def one(name: str) -> tuple[str, str | None, str]:
             async with limit:
-                return (name, *await asyncio.to_thread(self._resolve_one, name))
+                found = await asyncio.to_thread(resolve_first, self._resolver, name,
+                                                self._excluded)
+                return (name, *found)
 
         answers = {name: (addr, err) for name, addr, err in
                    await asyncio.gather(*(one(n) for n in names))}
@@ -487,27 +427,5 @@ class Watcher:
                 self._emit({"time": rfc3339(self._wall()), "event": "address", "host": t.host,
                             "port": t.port, "via": t.via, "from": entry.address, "to": addr,
                             "reason": err or None})
-            entry.address, entry.resolve_error = addr, err
-
-    def _resolve_one(self, name: str) -> tuple[str | None, str]:
-        """The name's first address (the system's preferred one, as parse_target picks), or
-        None and a reason word."""
-        try:
-            infos = self._resolver(name, None, 0, socket.SOCK_STREAM)
-        except (OSError, UnicodeError) as exc:
-            return None, "dns-" + _one_word(getattr(exc, "strerror", None) or str(exc))
-        for family, _t, _p, _c, sockaddr in infos:
-            if family in (socket.AF_INET, socket.AF_INET6):
-                ip = parse_ip(str(sockaddr[0]).partition("%")[0])
-                if ip is None:
-                    continue
-                version, value = ip
-                if any(v == version and lo <= value <= hi for v, lo, hi in self._excluded):
-                    # Refused by us: the target stays unresolved, its checks fail as such.
-                    return None, "excluded-address"
-                return format_ip(value, version == 6), ""  # canonical, as the Prober wants
-        return None, "dns-no-address"
-
-
-def _one_word(text: str) -> str:
-    return "-".join(text.lower().replace(":", " ").split()[:6]) or "error"
+            entry.set_address(addr)
+            entry.resolve_error = err
