@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 . netns/setup.sh
 require_root tests/run.sh "the netns integration tests need it"
 need_commands ip:iproute2 ss:iproute2 nft:nftables tcpdump:tcpdump capsh:libcap2-bin
+# The service tests run the real ones: Prometheus scraping synprobe watch and /probe, beside
+# blackbox_exporter; the external check under HAProxy (its admin socket read with socat); the
+# live view in tmux.
+need_commands haproxy:haproxy socat:socat prometheus:prometheus tmux:tmux \
+    prometheus-blackbox-exporter:prometheus-blackbox-exporter
 use_venv test
 
 "$PY" -m ruff check src tests netns bench

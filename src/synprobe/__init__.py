@@ -12,16 +12,50 @@ instead of completing it, so the server's accept() never returns and no TIME_WAI
         ...
 """
 
-from synprobe.api import ResultStream, aprobe, aprobe_many, probe, probe_many
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from synprobe.engines.base import Engine, ProbeOptions
-from synprobe.engines.raw.options import RawOptions
 from synprobe.errors import EngineError, EngineUnavailable, SynprobeError, UsageError
 from synprobe.model import ProbeResult, State, Target
-from synprobe.prober import Prober
 from synprobe.registry import engines, register_engine
-from synprobe.targets.space import TargetSpace
-from synprobe.targets.tokens import build_space, parse_target
-from synprobe.watch.watcher import Watcher
+
+if TYPE_CHECKING:
+    from synprobe.api import ResultStream, aprobe, aprobe_many, probe, probe_many
+    from synprobe.engines.raw.options import RawOptions
+    from synprobe.prober import Prober
+    from synprobe.targets.space import TargetSpace
+    from synprobe.targets.tokens import build_space, parse_target
+    from synprobe.watch.watcher import Watcher
+
+# The API, the Prober and the Watcher pull in asyncio, concurrent.futures and netaddr (~60 ms):
+# they are imported on first use (PEP 562), so a program that needs one engine and no API,
+# such as synprobe-haproxy-check (one process per check), starts without them.
+_LAZY = {
+    "aprobe": "synprobe.api",
+    "aprobe_many": "synprobe.api",
+    "probe": "synprobe.api",
+    "probe_many": "synprobe.api",
+    "ResultStream": "synprobe.api",
+    "build_space": "synprobe.targets.tokens",
+    "parse_target": "synprobe.targets.tokens",
+    "TargetSpace": "synprobe.targets.space",
+    "RawOptions": "synprobe.engines.raw.options",
+    "Prober": "synprobe.prober",
+    "Watcher": "synprobe.watch.watcher",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'synprobe' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 

@@ -41,7 +41,7 @@ def test_readme_has_what_a_new_user_needs() -> None:
     for needed in ("Why half-open", "Install", "First commands", "Command line", "Exit status",
                    "Library", "The result model", "Engines", "Limits", "Documentation"):
         assert needed in headings
-    assert len(text) < 16_000  # depth lives in docs/ and bench/README.md
+    assert len(text) < 17_500  # depth lives in docs/ and bench/README.md
     for code in ("| 0 |", "| 1 |", "| 2 |", "| 3 |", "| 130 |"):
         assert code in text
 

@@ -14,6 +14,7 @@ from typing import Any, TextIO
 from aiohttp import web
 
 from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
+from synprobe.exporter import hookup as probe_hookup
 from synprobe.registry import engines
 from synprobe.targets.tokens import iter_target_file, parse_ports
 from synprobe.watch.config import ConfigError, WatchConfig, load_config
@@ -37,6 +38,8 @@ examples:
   synprobe watch --interval 2 --rise 2 --fall 3 --on-change /usr/local/bin/notify -iL backends
   synprobe watch --config /etc/synprobe/watch.toml      (SIGHUP re-reads it)
   synprobe watch --metrics 127.0.0.1:9650               an exporter only (no watched targets)
+  synprobe watch --metrics 127.0.0.1:9650 --probe-allow 198.18.0.0/15
+                  also /probe?target=HOST:PORT, blackbox_exporter style (docs/exporter.md)
 
 health: a target starts "unknown"; its first check decides up or down. Then `fall` failed checks
   in a row take an up target down and `rise` answered ones bring a down target up. Local failures
@@ -79,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", action="append", default=[], metavar="LIST",
                    help="addresses, CIDRs or ranges never to check (comma-separated)")
     p.add_argument("--metrics", metavar="HOST:PORT", help="serve /metrics and /status here")
+    probe_hookup.add_arguments(p)
     p.add_argument("--events", metavar="FILE", help="append event lines to FILE, not stdout")
     p.add_argument("--on-change", metavar="CMD", help="run CMD (via /bin/sh) per change, with "
                    "SYNPROBE_HOST, _PORT, _VIA, _FROM, _TO, _STATE, _REASON, _RTT_MS, _TIME")
@@ -133,8 +137,10 @@ def config_loader(args: argparse.Namespace) -> Callable[[], WatchConfig]:
                 tokens += list(iter_target_file(path))
             except UsageError as exc:
                 raise ConfigError(str(exc)) from None
-        return load_config(args.config, overrides=overrides, cli_tokens=tokens,
-                           cli_ports=ports, allow_large=args.allow_large)
+        config = load_config(args.config, overrides=overrides, cli_tokens=tokens,
+                             cli_ports=ports, allow_large=args.allow_large)
+        probe_hookup.exporter_config(config, args)  # a bad /probe config fails the load
+        return config
     return load
 
 
@@ -191,11 +197,16 @@ async def serve_watch(args: argparse.Namespace, load: Callable[[], WatchConfig],
                             lambda: reloading.append(asyncio.ensure_future(reload())))
     http = None
     routes = [route for extension in EXTENSIONS for route in extension(watcher, args)]
+    exporter = None
     try:
         await watcher.open()
         gc.freeze()  # see tune_gc()
         if config.metrics:
-            http = await serve(build_app(watcher, extra_routes=routes), config.metrics)
+            # /probe (synprobe.exporter): its routes, its own metrics on /metrics, closed below.
+            exporter, probe_routes = probe_hookup.attach(watcher, args, log)
+            app = build_app(watcher, extra_routes=[*routes, *probe_routes])
+            probe_hookup.add_collector(app, exporter)
+            http = await serve(app, config.metrics)
         log(f"synprobe watch: watching {len(config.targets)} targets"
             + (f", metrics on http://{config.metrics}/metrics" if config.metrics else ""))
         if live is not None:
@@ -212,6 +223,8 @@ async def serve_watch(args: argparse.Namespace, load: Callable[[], WatchConfig],
             fut.cancel()
         if http is not None:
             await http.cleanup()
+        if exporter is not None:
+            await asyncio.to_thread(exporter.close)
         if runner_cmd is not None:
             await runner_cmd.drain(0.1)
             runner_cmd.close()
