@@ -39,8 +39,17 @@ class Pacer:
         return granted
 
     def take(self) -> bool:
-        """One send, if allowed now (the caller sends it only then)."""
-        return self.allowance(1) == 1
+        """One send, if allowed now (the caller sends it only then). Per reply on the raw
+        engine's receive path, so written out rather than through allowance()."""
+        if self.rate is None:
+            return True
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
 
     def delay(self) -> float:
         """Seconds until at least one more send is allowed (0 when one is allowed now)."""
