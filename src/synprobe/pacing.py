@@ -56,3 +56,13 @@ class Pacer:
         if self.rate is None or self._tokens >= 1.0:
             return 0.0
         return (1.0 - self._tokens) / self.rate
+
+    def poll_wait(self, deadline: float | None, now: float, sends_waiting: bool) -> float:
+        """How long an engine loop may block in its poller: until the earliest `deadline`
+        (0 when it is overdue: a late close is never a blocking one; -1, until an event, when
+        no attempt has a deadline), or sooner if sends wait on this pacer."""
+        wait = -1.0 if deadline is None else max(deadline - now, 0.0)
+        if sends_waiting:
+            pace = self.delay()
+            wait = pace if wait < 0 else min(wait, pace)
+        return wait

@@ -133,6 +133,15 @@ class Prober:
         for fut in orphans:
             _settle(fut, error)
 
+    def _check_open(self) -> None:
+        """Under the lock: refuse new checks once the engine failed, ended or was closed."""
+        if self._failure is not None:
+            raise RuntimeError("the prober's engine failed") from self._failure
+        if self._closed:
+            raise RuntimeError("the prober is closed")
+        if self._ended:
+            raise RuntimeError("the prober's engine loop ended")
+
     def submit(self, target: TargetLike, via: str | None = None) -> Future[ProbeResult]:
         """Start a check (through real server `via`, if named); the future resolves to its
         ProbeResult."""
@@ -141,12 +150,7 @@ class Prober:
         tgt = next(iter_targets([target], vias))
         fut: Future[ProbeResult] = Future()
         with self._lock:
-            if self._failure is not None:
-                raise RuntimeError("the prober's engine failed") from self._failure
-            if self._closed:
-                raise RuntimeError("the prober is closed")
-            if self._ended:
-                raise RuntimeError("the prober's engine loop ended")
+            self._check_open()
             waiters = self._pending.get(tgt)
             if waiters is None:
                 # Queued under the lock: were close() to run between registering the waiter
@@ -168,12 +172,7 @@ class Prober:
         futures: list[Future[ProbeResult]] = []
         fresh: list[Target] = []
         with self._lock:
-            if self._failure is not None:
-                raise RuntimeError("the prober's engine failed") from self._failure
-            if self._closed:
-                raise RuntimeError("the prober is closed")
-            if self._ended:
-                raise RuntimeError("the prober's engine loop ended")
+            self._check_open()
             for tgt in targets:
                 fut: Future[ProbeResult] = Future()
                 futures.append(fut)

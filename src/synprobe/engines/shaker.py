@@ -250,10 +250,7 @@ class ShakerEngine:
                 # -1 (block until an event) only when no attempt has a deadline; an overdue
                 # deadline must poll with 0, never block: a late close lets the kernel
                 # retransmit the SYN, which can complete a full connection under loss.
-                wait = max(deadlines[0][0] - now, 0.0) if deadlines else -1.0
-                if retry:
-                    pace = pacer.delay()
-                    wait = pace if wait < 0 else min(wait, pace)
+                wait = pacer.poll_wait(deadlines[0][0] if deadlines else None, now, bool(retry))
                 room_left = len(inflight) < opts.concurrency
                 if done or (room_left and more_ready):
                     wait = 0.0

@@ -306,9 +306,7 @@ class RawEngine:
                     yield done
                 return
             now = clock()
-            wait = max(deadlines[0][0] - now, 0.0) if deadlines else -1.0
-            if queue:
-                wait = pacer.delay() if wait < 0 else min(wait, pacer.delay())
+            wait = pacer.poll_wait(deadlines[0][0] if deadlines else None, now, bool(queue))
             if done or (more and len(table) < opts.concurrency and len(queue) < SEND_BURST):
                 wait = 0.0  # results to hand over, or room and targets for the next burst
             for fd, _ in poller.poll(wait, 4):
