@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import errno
 import io
-import os
 import re
 import socket
 import struct
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from fake_packet_io import FakePacketIO
 from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
 
@@ -165,50 +164,27 @@ def answer(syn: bytes) -> list[bytes]:
     return []
 
 
-class FakeNet:
-    """Stands in for `PacketIO`: records what is sent, queues `responder`'s answers, and
-    signals them on a pipe the engine polls. `fail` maps a port to the errno its sends get."""
+class FakeNet(FakePacketIO):
+    """A lab-like network: records what is sent and queues `responder`'s answers. `fail` maps
+    a port to the errno its sends get."""
 
     def __init__(self, responder: Callable[[bytes], list[bytes]] = answer) -> None:
+        super().__init__()
         self.responder = responder
         self.fail: dict[int, int] = {}
         self.sent: list[bytes] = []
-        self.inbox: deque[bytes] = deque()
-        self.closed = False
-        self._r, self._w = os.pipe()
-        self.recv_fd = self._r
-
-    def __call__(self, port_lo: int, port_hi: int, mark: int | None, **_: Any) -> FakeNet:
-        return self  # the engine's io_factory
 
     def send(self, v6: bool, batch: list[tuple[bytes, bytes]]) -> list[tuple[int, int]]:
-        failures = []
+        failures, answers = [], []
         for i, (packet, _dst) in enumerate(batch):
             dport = int.from_bytes(packet[(40 if v6 else 20) + 2:][:2], "big")
             if dport in self.fail:
                 failures.append((i, self.fail[dport]))
                 continue
             self.sent.append(packet)
-            self.inbox.extend(self.responder(packet))
-        if self.inbox:
-            os.write(self._w, b"!")
+            answers += self.responder(packet)
+        self.deliver(answers)
         return failures
-
-    def receive(self, limit: int) -> list[bytes]:
-        os.read(self._r, 4096)
-        out = [self.inbox.popleft() for _ in range(min(limit, len(self.inbox)))]
-        if self.inbox:
-            os.write(self._w, b"!")
-        return out
-
-    def kernel_drops(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        if not self.closed:
-            os.close(self._r)
-            os.close(self._w)
-            self.closed = True
 
     def flags(self) -> list[tuple[int, int]]:
         """(dport, TCP flags) of every packet sent, in order."""
