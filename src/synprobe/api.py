@@ -74,7 +74,10 @@ def open_engine(name: str, options: ProbeOptions, vias: Sequence[str] = ()) -> E
 
 
 def high_water(concurrency: int) -> int:
-    return max(4096, 4 * concurrency)
+    """Results a slow consumer may leave unread before the engine stops starting checks:
+    four turns' worth, within 4,096..65,536 (the raw engine's default concurrency is ~74,500;
+    its checks in flight still finish past the mark)."""
+    return min(max(4096, 4 * concurrency), 65536)
 
 
 def probe(target: TargetLike, *, engine: str = "shaker", timeout: float = 0.5,
