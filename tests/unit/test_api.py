@@ -247,7 +247,8 @@ def test_each_engine_has_its_own_default_concurrency(monkeypatch: pytest.MonkeyP
     from synprobe.kernel import fdlimit
 
     # raw: its in-flight memory budget, not the 1,000 that suited the shaker's sockets.
-    assert make_options("raw").concurrency == fdlimit.RAW_INFLIGHT_BUDGET // fdlimit.RAW_RECORD_BYTES > 70_000
+    budget = fdlimit.RAW_INFLIGHT_BUDGET // fdlimit.RAW_RECORD_BYTES
+    assert make_options("raw").concurrency == budget > 70_000
     assert make_options("raw", concurrency=5).concurrency == 5
     # shaker: what the soft file limit still leaves room for, without ever raising it.
     monkeypatch.setattr(resource, "getrlimit", lambda which: (200, 4096))
