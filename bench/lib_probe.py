@@ -15,7 +15,7 @@ import sys
 from collections import Counter
 
 import synprobe
-from synprobe.targets import build_space, parse_ports
+from synprobe.targets.tokens import build_space, parse_ports
 
 
 def main(argv: list[str] | None = None) -> int:

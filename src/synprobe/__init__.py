@@ -7,6 +7,9 @@ instead of completing it, so the server's accept() never returns and no TIME_WAI
     synprobe.probe("198.18.0.2:80")                      # one check -> ProbeResult
     for r in synprobe.probe_many(["198.18.0.2:80", ("fd00:5e::2", 443)], engine="raw"):
         print(r.host, r.port, r.state)
+    space = synprobe.build_space(["198.19.0.0/24"], [80, 443])   # parsed, excluded, permuted
+    for r in synprobe.probe_many(space, engine="raw", rst="self"):   # raw: synprobe.RawOptions
+        ...
 """
 
 from __future__ import annotations
@@ -15,13 +18,16 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from synprobe.engines.base import Engine, ProbeOptions
-from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
+from synprobe.errors import EngineError, EngineUnavailable, SynprobeError, UsageError
 from synprobe.model import ProbeResult, State, Target
 from synprobe.registry import engines, register_engine
 
 if TYPE_CHECKING:
-    from synprobe.api import aprobe, aprobe_many, probe, probe_many
+    from synprobe.api import ResultStream, aprobe, aprobe_many, probe, probe_many
+    from synprobe.engines.raw.options import RawOptions
     from synprobe.prober import Prober
+    from synprobe.targets.space import TargetSpace
+    from synprobe.targets.tokens import build_space, parse_target
     from synprobe.watch.watcher import Watcher
 
 # The API, the Prober and the Watcher pull in asyncio, concurrent.futures and netaddr (~60 ms):
@@ -32,6 +38,11 @@ _LAZY = {
     "aprobe_many": "synprobe.api",
     "probe": "synprobe.api",
     "probe_many": "synprobe.api",
+    "ResultStream": "synprobe.api",
+    "build_space": "synprobe.targets.tokens",
+    "parse_target": "synprobe.targets.tokens",
+    "TargetSpace": "synprobe.targets.space",
+    "RawOptions": "synprobe.engines.raw.options",
     "Prober": "synprobe.prober",
     "Watcher": "synprobe.watch.watcher",
 }
@@ -50,18 +61,24 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Engine",
+    "EngineError",
     "EngineUnavailable",
     "ProbeOptions",
     "ProbeResult",
     "Prober",
+    "RawOptions",
+    "ResultStream",
     "State",
     "SynprobeError",
     "Target",
+    "TargetSpace",
     "UsageError",
     "Watcher",
     "aprobe",
     "aprobe_many",
+    "build_space",
     "engines",
+    "parse_target",
     "probe",
     "probe_many",
     "register_engine",

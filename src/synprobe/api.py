@@ -5,46 +5,39 @@ from __future__ import annotations
 import asyncio
 import queue
 import weakref
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 
 from synprobe.engines.base import Engine, ProbeOptions
 from synprobe.errors import UsageError
-from synprobe.localaddr import check_source
+from synprobe.kernel.localaddr import check_source
 from synprobe.model import ProbeResult, Target
-from synprobe.registry import create_engine
+from synprobe.registry import create_engine, default_concurrency, engine_options
 from synprobe.runner import EngineThread, ThrottledSource, close_run
 from synprobe.sources import IterSource
-from synprobe.targets import Prepared, TargetSpace, parse_target, parse_via, with_vias
+from synprobe.targets.tokens import Prepared, TargetSpace, parse_target, parse_via, with_vias
 
 TargetLike = str | tuple[str, int] | Target
+Targets = Iterable[TargetLike] | TargetSpace | Prepared
+Vias = str | Sequence[str] | None
 
 
-def make_options(
-    *,
-    timeout: float = 0.5,
-    retries: int = 1,
-    concurrency: int = 1000,
-    rate: float | None = None,
-    source: str | None = None,
-    **engine_options: object,
-) -> ProbeOptions:
-    if not timeout > 0:
-        raise UsageError(f"timeout must be positive, got {timeout!r}")
-    if retries < 0:
-        raise UsageError(f"retries must be 0 or more, got {retries!r}")
-    if concurrency < 1:
-        raise UsageError(f"concurrency must be at least 1, got {concurrency!r}")
-    if rate is not None and not rate > 0:
-        raise UsageError(f"rate must be positive (or None for no limit), got {rate!r}")
-    if source is not None:  # before anything is sent: an address of this host, or freebind
-        source = check_source(source, freebind=bool(engine_options.get("freebind")))
-    return ProbeOptions(timeout, retries, concurrency, rate, source, dict(engine_options))
+def make_options(engine: str = "shaker", *, timeout: float = 0.5, retries: int = 1,
+                 concurrency: int | None = None, rate: float | None = None,
+                 source: str | None = None, mark: int | None = None, freebind: bool = False,
+                 **keywords: object) -> ProbeOptions:
+    """The library's keyword arguments as one checked ProbeOptions for `engine`: common
+    settings, the engine's own typed options, its own default concurrency when none is given,
+    and the source checked to be an address of this host (or freebind) before anything is
+    sent."""
+    own = engine_options(engine, keywords)
+    if concurrency is None:
+        concurrency = default_concurrency(engine)
+    if source is not None:
+        source = check_source(source, freebind=freebind)
+    return ProbeOptions(timeout, retries, concurrency, rate, source, mark, freebind, own)
 
 
-def iter_targets(
-    targets: Iterable[TargetLike] | TargetSpace | Prepared, vias: Sequence[str] = ()
-) -> Iterator[Target]:
+def iter_targets(targets: Targets, vias: Sequence[str] = ()) -> Iterator[Target]:
     """Targets as the engines take them, converted lazily (a huge list is never copied)."""
     if isinstance(targets, TargetSpace):
         return with_vias(targets.iter(), vias)
@@ -62,10 +55,10 @@ def parse_vias(via: str | Sequence[str] | None) -> list[str]:
 
 
 def check_via_support(eng: Engine, vias: Sequence[str]) -> None:
-    if vias and not getattr(eng, "supports_via", False):
+    if vias and not eng.supports_via:
         raise UsageError(
             f"the {eng.name} engine cannot choose the real server a check goes through (via); "
-            "use engine 'raw', or SO_MARK with policy routing (--mark; see the README)"
+            "use engine 'raw', or a socket mark with policy routing (see docs/dsr.md)"
         )
 
 
@@ -81,25 +74,23 @@ def open_engine(name: str, options: ProbeOptions, vias: Sequence[str] = ()) -> E
 
 
 def high_water(concurrency: int) -> int:
-    return max(4096, 4 * concurrency)
+    """Results a slow consumer may leave unread before the engine stops starting checks:
+    four turns' worth, within 4,096..65,536 (the raw engine's default concurrency is ~74,500;
+    its checks in flight still finish past the mark)."""
+    return min(max(4096, 4 * concurrency), 65536)
 
 
-def probe(
-    target: TargetLike,
-    *,
-    engine: str = "shaker",
-    timeout: float = 0.5,
-    source: str | None = None,
-    retries: int = 1,
-    via: str | None = None,
-    **engine_options: object,
-) -> ProbeResult:
+def probe(target: TargetLike, *, engine: str = "shaker", timeout: float = 0.5,
+          retries: int = 1, source: str | None = None, via: str | None = None,
+          mark: int | None = None, freebind: bool = False,
+          **engine_options: object) -> ProbeResult:
     """Check one target, blocking until it is classified (at most timeout * (retries + 1)).
 
-    `via` names a real server to check the target (a DSR VIP) through."""
+    `via` names a real server to check the target (a DSR VIP) through; `engine_options` are
+    the engine's own keywords (raw: rst, sport_range, via_mode)."""
     # One check needs one socket, not the default concurrency's worth of file descriptors.
-    options = make_options(timeout=timeout, retries=retries, source=source,
-                           **{"concurrency": 1, **engine_options})
+    options = make_options(engine, timeout=timeout, retries=retries, concurrency=1,
+                           source=source, mark=mark, freebind=freebind, **engine_options)
     vias = parse_vias(via)
     # Parsed (and resolved) before the engine starts: nothing slow runs inside its loop.
     targets = list(iter_targets([target], vias))
@@ -122,19 +113,18 @@ class ResultStream(Iterator[ProbeResult]):
     """Results of `probe_many()` as they complete. Closing it early stops starting new checks;
     so does dropping it unclosed (when it is garbage collected)."""
 
-    def __init__(self, eng: Engine, targets: Iterator[Target], high_water: int) -> None:
+    def __init__(self, eng: Engine, targets: Iterator[Target]) -> None:
         self._queue: queue.SimpleQueue[list[ProbeResult] | BaseException | None] = (
             queue.SimpleQueue()
         )
-        self._source = ThrottledSource(targets, high_water)
-        self._thread = EngineThread(eng, self._source, self._queue.put)
+        self._thread = start_run(eng, targets, self._queue.put)
+        self._source = self._thread.source
         self._batch: Iterator[ProbeResult] = iter(())
         self._finished = False
         # An abandoned stream (`next(s); del s`) would leave the engine waiting for a consumer
         # forever, its sockets open. The finaliser holds only the engine thread, which holds
         # no reference back to the stream, so the stream can be collected and stop the run.
         self._abandoned = weakref.finalize(self, self._thread.stop)
-        self._thread.start()
 
     def __next__(self) -> ProbeResult:
         while True:
@@ -192,62 +182,59 @@ class ResultStream(Iterator[ProbeResult]):
         self.close()
 
 
-def probe_many(
-    targets: Iterable[TargetLike] | TargetSpace | Prepared,
-    *,
-    engine: str = "shaker",
-    timeout: float = 0.5,
-    retries: int = 1,
-    concurrency: int = 1000,
-    rate: float | None = None,
-    source: str | None = None,
-    via: str | Sequence[str] | None = None,
-    **engine_options: object,
-) -> ResultStream:
+def probe_many(targets: Targets, *, engine: str = "shaker", timeout: float = 0.5,
+               retries: int = 1, concurrency: int | None = None, rate: float | None = None,
+               source: str | None = None, via: Vias = None, mark: int | None = None,
+               freebind: bool = False, **engine_options: object) -> ResultStream:
     """Check many targets; results stream back in completion order, never materialising the
     target list. Use it as an iterator (or `with` block, to stop early cleanly).
 
     With `via` (one real server or several), each target is checked through each of them.
-    `targets` is consumed lazily on the engine's thread, between its loop turns: keep it cheap
-    (addresses, not host names to resolve; no blocking generator), or pass a TargetSpace from
-    `synprobe.targets.build_space()`, which resolves names once, up front. (A feeder thread
-    was tried and measured worse: its GIL contention delayed closes past the delayed-ACK
-    window with 10,000 checks in flight.)"""
-    options = make_options(
-        timeout=timeout, retries=retries, concurrency=concurrency, rate=rate, source=source,
-        **engine_options,
-    )
+    `concurrency` None is the engine's own default (the shaker's from the open files left, the
+    raw engine's from its memory budget). `targets` is consumed lazily on the engine's thread,
+    between its loop turns: keep it cheap (addresses, not host names to resolve; no blocking
+    generator), or pass a TargetSpace from `synprobe.build_space()`, which resolves names
+    once, up front. (A feeder thread was tried and measured worse: its GIL contention delayed
+    closes past the delayed-ACK window with 10,000 checks in flight.)"""
+    options = make_options(engine, timeout=timeout, retries=retries, concurrency=concurrency,
+                           rate=rate, source=source, mark=mark, freebind=freebind,
+                           **engine_options)
     vias = parse_vias(via)
     target_iter = iter_targets(targets, vias)
-    eng = open_engine(engine, options, vias)
-    return ResultStream(eng, target_iter, high_water(concurrency))
+    return ResultStream(open_engine(engine, options, vias), target_iter)
 
 
-async def aprobe(target: TargetLike, **kwargs: Any) -> ProbeResult:
+async def aprobe(target: TargetLike, *, engine: str = "shaker", timeout: float = 0.5,
+                 retries: int = 1, source: str | None = None, via: str | None = None,
+                 mark: int | None = None, freebind: bool = False,
+                 **engine_options: object) -> ProbeResult:
     """`probe()` for asyncio: the check runs on a worker thread, the event loop stays free."""
-    return await asyncio.to_thread(probe, target, **kwargs)
+    return await asyncio.to_thread(
+        lambda: probe(target, engine=engine, timeout=timeout, retries=retries, source=source,
+                      via=via, mark=mark, freebind=freebind, **engine_options))
 
 
-async def aprobe_many(
-    targets: Iterable[TargetLike] | TargetSpace | Prepared, **kwargs: Any
-) -> AsyncIterator[ProbeResult]:
+async def aprobe_many(targets: Targets, *, engine: str = "shaker", timeout: float = 0.5,
+                      retries: int = 1, concurrency: int | None = None,
+                      rate: float | None = None, source: str | None = None, via: Vias = None,
+                      mark: int | None = None, freebind: bool = False,
+                      **engine_options: object) -> AsyncIterator[ProbeResult]:
     """`probe_many()` for asyncio: `async for result in aprobe_many(targets, ...)`."""
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[list[ProbeResult] | BaseException | None] = asyncio.Queue()
-    options = make_options(**{k: v for k, v in kwargs.items() if k not in ("engine", "via")})
-    vias = parse_vias(kwargs.get("via"))
-    target_iter = iter_targets(targets, vias)
-    eng = open_engine(kwargs.get("engine", "shaker"), options, vias)
-    source = ThrottledSource(target_iter, high_water(options.concurrency))
 
     def deliver(item: list[ProbeResult] | BaseException | None) -> None:
         try:
             loop.call_soon_threadsafe(inbox.put_nowait, item)
         except RuntimeError:  # the event loop is closed: nobody will read these results
-            source.stop()
+            thread.source.stop()
 
-    thread = EngineThread(eng, source, deliver)
-    thread.start()
+    options = make_options(engine, timeout=timeout, retries=retries, concurrency=concurrency,
+                           rate=rate, source=source, mark=mark, freebind=freebind,
+                           **engine_options)
+    vias = parse_vias(via)
+    target_iter = iter_targets(targets, vias)
+    thread = start_run(open_engine(engine, options, vias), target_iter, deliver)
     try:
         while True:
             item = await inbox.get()
@@ -255,7 +242,7 @@ async def aprobe_many(
                 return
             if isinstance(item, BaseException):
                 raise item
-            source.consumed(len(item))
+            thread.source.consumed(len(item))
             for result in item:
                 yield result
     finally:
@@ -266,6 +253,17 @@ async def aprobe_many(
         # loop to wait in; the engine thread then ends, and cleans up, on its own.
         if _loop_running():
             await asyncio.to_thread(thread.join)
+
+
+def start_run(eng: Engine, targets: Iterator[Target],
+              deliver: Callable[[list[ProbeResult] | BaseException | None], None]
+              ) -> EngineThread:
+    """`eng` running over `targets` on its own thread, throttled by the consumer's backlog
+    (what `deliver` was handed and the consumer has not yet said it `consumed`)."""
+    source = ThrottledSource(targets, high_water(eng.options.concurrency))  # type: ignore[attr-defined]
+    thread = EngineThread(eng, source, deliver)
+    thread.start()
+    return thread
 
 
 def _loop_running() -> bool:

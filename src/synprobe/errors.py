@@ -11,3 +11,8 @@ class UsageError(SynprobeError, ValueError):
 
 class EngineUnavailable(SynprobeError):
     """An engine cannot run here: a missing optional package or privilege (CLI exit 3)."""
+
+
+class EngineError(SynprobeError):
+    """An engine's system call failed while it ran (no verdict on a target: the run itself could
+    not go on, e.g. no file descriptor left for its poller). CLI exit 3."""

@@ -18,8 +18,9 @@ from synprobe.api import (
 )
 from synprobe.engines.base import Engine
 from synprobe.model import ProbeResult, Target
+from synprobe.runner import EngineThread
 from synprobe.sources import QueueSource
-from synprobe.targets import TargetSpace
+from synprobe.targets.tokens import TargetSpace
 
 # What the engine thread hands the dispatcher: a batch of results, or the end of the engine
 # loop (None when it ended normally, else the exception that ended it).
@@ -64,41 +65,33 @@ class Prober:
     results.
     """
 
-    def __init__(
-        self,
-        engine: str = "shaker",
-        *,
-        timeout: float = 0.5,
-        retries: int = 1,
-        concurrency: int = 1000,
-        rate: float | None = None,
-        source: str | None = None,
-        **engine_options: object,
-    ) -> None:
-        options = make_options(
-            timeout=timeout, retries=retries, concurrency=concurrency, rate=rate, source=source,
-            **engine_options,
-        )
+    def __init__(self, engine: str = "shaker", *, timeout: float = 0.5, retries: int = 1,
+                 concurrency: int | None = None, rate: float | None = None,
+                 source: str | None = None, mark: int | None = None, freebind: bool = False,
+                 **engine_options: object) -> None:
+        """`concurrency` None: the engine's own default (see `registry.default_concurrency`);
+        `engine_options`: the engine's own keywords (raw: rst, sport_range, via_mode)."""
+        options = make_options(engine, timeout=timeout, retries=retries,
+                               concurrency=concurrency, rate=rate, source=source, mark=mark,
+                               freebind=freebind, **engine_options)
         self.engine_name = engine
         # The shaker's loop runs in a helper process of its own: in ours, any thread holding
         # the GIL past the kernel's ~200 ms delayed-ACK window would let the kernel complete
         # handshakes (docs/shaker-window.md). The raw engine has no such window.
         if engine == "shaker":
             # Imported here: the CLI, which never runs a Prober, does not pay for it (~5 ms).
-            from synprobe.prober_process import HelperEngine
+            from synprobe.helper.process import HelperEngine
 
             self._engine: Engine = HelperEngine(options)
         else:
             self._engine = open_engine(engine, options)
         # What would fail every check (the raw engine's capability) fails here, not later as
         # the end of the engine loop.
-        preflight = getattr(self._engine, "preflight", None)
-        if preflight is not None:
-            try:
-                preflight()
-            except BaseException:
-                self._engine.close()
-                raise
+        try:
+            self._engine.preflight()
+        except BaseException:
+            self._engine.close()
+            raise
         self._source = QueueSource()
         self._lock = threading.Lock()
         self._pending: dict[Target, list[Future[ProbeResult]]] = {}
@@ -109,21 +102,12 @@ class Prober:
         self._dispatcher = threading.Thread(target=self._dispatch, name="synprobe-dispatch",
                                             daemon=True)
         self._dispatcher.start()
-        # The loop thread inherits the calling thread's network namespace, like its sockets.
-        self._thread = threading.Thread(target=self._loop, name="synprobe-prober", daemon=True)
+        # The engine thread only hands batches over (SimpleQueue.put never blocks). It
+        # inherits the calling thread's network namespace, like its sockets. The source is
+        # released in close(), after the dispatcher: a submit() may still put() until then.
+        self._thread = EngineThread(self._engine, self._source, self._handoff.put,
+                                    release=False)
         self._thread.start()
-
-    def _loop(self) -> None:
-        """The engine thread: it only hands batches over (SimpleQueue.put never blocks)."""
-        try:
-            for batch in self._engine.run(self._source):
-                self._handoff.put(batch)
-        except BaseException as exc:  # the dispatcher fails the pending futures with it
-            self._handoff.put(exc)
-        else:
-            self._handoff.put(None)
-        finally:
-            self._engine.close()
 
     def _dispatch(self) -> None:
         """The dispatcher thread: resolves futures, so their callbacks run here."""
@@ -149,6 +133,15 @@ class Prober:
         for fut in orphans:
             _settle(fut, error)
 
+    def _check_open(self) -> None:
+        """Under the lock: refuse new checks once the engine failed, ended or was closed."""
+        if self._failure is not None:
+            raise RuntimeError("the prober's engine failed") from self._failure
+        if self._closed:
+            raise RuntimeError("the prober is closed")
+        if self._ended:
+            raise RuntimeError("the prober's engine loop ended")
+
     def submit(self, target: TargetLike, via: str | None = None) -> Future[ProbeResult]:
         """Start a check (through real server `via`, if named); the future resolves to its
         ProbeResult."""
@@ -157,12 +150,7 @@ class Prober:
         tgt = next(iter_targets([target], vias))
         fut: Future[ProbeResult] = Future()
         with self._lock:
-            if self._failure is not None:
-                raise RuntimeError("the prober's engine failed") from self._failure
-            if self._closed:
-                raise RuntimeError("the prober is closed")
-            if self._ended:
-                raise RuntimeError("the prober's engine loop ended")
+            self._check_open()
             waiters = self._pending.get(tgt)
             if waiters is None:
                 # Queued under the lock: were close() to run between registering the waiter
@@ -184,12 +172,7 @@ class Prober:
         futures: list[Future[ProbeResult]] = []
         fresh: list[Target] = []
         with self._lock:
-            if self._failure is not None:
-                raise RuntimeError("the prober's engine failed") from self._failure
-            if self._closed:
-                raise RuntimeError("the prober is closed")
-            if self._ended:
-                raise RuntimeError("the prober's engine loop ended")
+            self._check_open()
             for tgt in targets:
                 fut: Future[ProbeResult] = Future()
                 futures.append(fut)

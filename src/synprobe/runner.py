@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from synprobe.engines.base import Engine
 from synprobe.model import ProbeResult, Target
-from synprobe.sources import ABORT, GO, NO_NEW, IterSource
+from synprobe.sources import ABORT, GO, NO_NEW, IterSource, QueueSource
 
 Deliver = Callable[[list[ProbeResult] | BaseException | None], None]
 
@@ -124,17 +124,21 @@ def close_run(run: Iterator[list[ProbeResult]]) -> None:
 
 
 class EngineThread:
-    """Runs `engine.run(source)` on a daemon thread, handing each batch to `deliver`.
+    """Runs `engine.run(source)` on a daemon thread, handing each batch to `deliver`: the one
+    engine thread of `probe_many()`, `aprobe_many()` and `Prober`.
 
     `deliver` gets lists of results, then None when the run ended, or the exception that ended
-    it. It must not block. When the run ends the thread closes the engine and releases the
-    source itself, so a run whose consumer went away leaks nothing once stopped.
+    it. It must not block. When the run ends the thread closes the engine and (unless its owner
+    keeps it, `release=False`) releases the source itself, so a run whose consumer went away
+    leaks nothing once stopped.
     """
 
-    def __init__(self, engine: Engine, source: ThrottledSource, deliver: Deliver) -> None:
+    def __init__(self, engine: Engine, source: ThrottledSource | QueueSource, deliver: Deliver,
+                 *, release: bool = True) -> None:
         self.engine = engine
         self.source = source
         self._deliver = deliver
+        self._release = release
         self._thread = threading.Thread(target=self._main, name="synprobe-engine", daemon=True)
 
     def start(self) -> None:
@@ -153,7 +157,8 @@ class EngineThread:
             try:
                 self.engine.close()
             finally:
-                self.source.release()
+                if self._release:
+                    self.source.release()
 
     def stop(self) -> None:
         self.source.stop()

@@ -84,6 +84,9 @@ class QueueSource:
     def admission() -> int:
         return GO  # close() still probes what was queued before it
 
+    def produced(self, count: int) -> None:
+        """Results handed on (no backlog is kept here: a Prober's callers hold futures)."""
+
     def pull(self, limit: int) -> list[Target] | None:
         with contextlib.suppress(BlockingIOError):  # no wakeup pending
             os.eventfd_read(self.wakeup_fd)

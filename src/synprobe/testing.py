@@ -4,7 +4,7 @@ code can be exercised without sockets or root (like httpx's MockTransport)."""
 from __future__ import annotations
 
 import select
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from synprobe.engines.base import ProbeOptions, TargetSource
 from synprobe.model import ProbeResult, State, Target
@@ -17,12 +17,16 @@ class FakeEngine:
     """Answers each target with `handler(target)`: a (state, reason) pair or a full result."""
 
     name = "fake"
+    supports_via = False
 
     def __init__(self, handler: Handler, options: ProbeOptions | None = None) -> None:
         self.handler = handler
         self.options = options or ProbeOptions()
         self.seen: list[Target] = []
         self.closed = False
+
+    def preflight(self, vias: Sequence[str] = (), families: Iterable[bool] = ()) -> None:
+        """Nothing to open: a fake can always run."""
 
     def run(self, source: TargetSource) -> Iterator[list[ProbeResult]]:
         while (batch := source.pull(self.options.concurrency)) is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from lab_states import lab_states
 
 import synprobe
 from synprobe.model import ProbeResult, Target
@@ -17,7 +18,6 @@ from synprobe_lab import (
     CLOSED_PORT,
     FILTERED_PORT,
     OPEN_PORT,
-    REJECT_PORT,
     V4,
     V6,
     Lab,
@@ -32,16 +32,9 @@ FAMILIES = [pytest.param(V4, id="v4"), pytest.param(V6, id="v6")]
 def expected(fam: LabFamily) -> dict[Target, str]:
     block = ipaddress.ip_network(fam.anyip_net)
     sweep = [str(block.network_address + 4096 + i) for i in range(32)]
-    want = {
-        Target(fam.server, OPEN_PORT): "open",
-        Target(fam.server, CLOSED_PORT): "closed",
-        Target(fam.server, FILTERED_PORT): "filtered",
-        Target(fam.server, REJECT_PORT): "unreachable",
-        Target(fam.unreachable, OPEN_PORT): "unreachable",
-        # A real `unreachable` route on the server; v4's ICMP is rate-limited to a burst of 5
-        # per client address, and these are its first two probes (one per engine).
-        Target(fam.unreachable_route, OPEN_PORT): "unreachable",
-    }
+    # The server's real `unreachable` route too: v4's ICMP is rate-limited to a burst of 5
+    # per client address, and these are its first two probes (one per engine).
+    want = {target: state for target, (state, _) in lab_states(fam).items()}
     for port, state in ((OPEN_PORT, "open"), (CLOSED_PORT, "closed"),
                         (FILTERED_PORT, "filtered")):
         want.update((Target(host, port), state) for host in sweep)

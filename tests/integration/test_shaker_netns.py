@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
+from lab_states import lab_states
 
 import synprobe
 from synprobe.model import ProbeResult, Target
@@ -27,7 +28,6 @@ from synprobe_lab import (
     CLOSED_PORT,
     FILTERED_PORT,
     OPEN_PORT,
-    REJECT_PORT,
     V4,
     V6,
     Capture,
@@ -54,25 +54,9 @@ FILTERED_RETRIES = 2
 
 # -- expectations ------------------------------------------------------------------------------
 
-def icmp_reason(fam: LabFamily, v6_code: int) -> str:
-    """The reason for an ICMP host unreachable (v4 3/1) or its v6 counterpart (1/<v6_code>)."""
-    return "icmp-3-1" if fam is V4 else f"icmp6-1-{v6_code}"
-
-
 def state_cases(fam: LabFamily) -> dict[Target, tuple[str, str]]:
     """Every answer the lab can give, and how synprobe must classify it: (state, reason)."""
-    return {
-        Target(fam.server, OPEN_PORT): ("open", "syn-ack"),
-        Target(fam.anyip_sample, OPEN_PORT): ("open", "syn-ack"),
-        Target(fam.server, CLOSED_PORT): ("closed", "rst"),
-        Target(fam.server, FILTERED_PORT): ("filtered", "timeout"),
-        # nft reject: ICMP 3/1 (v4) / ICMPv6 1/3 address unreachable (v6)
-        Target(fam.server, REJECT_PORT): ("unreachable", icmp_reason(fam, 3)),
-        # nft reject in prerouting / a real `unreachable` route: ICMP 3/1, ICMPv6 1/0 no route.
-        # (v4's route answer is rate-limited to a burst of 5 per lab: each test stays below.)
-        Target(fam.unreachable, OPEN_PORT): ("unreachable", icmp_reason(fam, 0)),
-        Target(fam.unreachable_route, OPEN_PORT): ("unreachable", icmp_reason(fam, 0)),
-    }
+    return lab_states(fam)
 
 
 def expected_wire(state: str, reason: str) -> list[tuple[str, str]]:
@@ -358,7 +342,9 @@ def test_mark_without_the_capability_is_one_clear_line_and_exit_3(lab: Lab) -> N
                                       cmd], check=False)
     assert proc.returncode == 3, proc.stderr
     [line] = proc.stderr.splitlines()
-    assert line.startswith("synprobe: error: --mark needs CAP_NET_ADMIN or CAP_NET_RAW"), line
+    assert line.startswith("synprobe: error: the shaker engine needs CAP_NET_ADMIN or "
+                           "CAP_NET_RAW to set a mark"), line
+    assert "docs/engines.md#privileges" in line and "--" not in line  # the library's words
     assert proc.stdout == ""
     # With the capability the same check runs, marked.
     ok = lab.exec("client", [sys.executable, "-m", "synprobe", "--mark", "7", "--json",

@@ -14,7 +14,7 @@ import synprobe
 import synprobe.registry as registry
 from synprobe.engines.base import TargetSource
 from synprobe.model import ProbeResult, State, Target
-from synprobe.targets import Prepared
+from synprobe.targets.tokens import Prepared
 from synprobe.testing import FakeEngine
 
 Made = Callable[[], list[FakeEngine]]
@@ -238,3 +238,31 @@ def test_probe_many_refuses_a_lone_target_before_making_an_engine(fake_engine: M
     with pytest.raises(synprobe.UsageError, match="iterable of targets"):
         synprobe.probe_many("198.18.0.2:80", engine="fake")  # type: ignore[arg-type]
     assert all(engine.closed for engine in fake_engine())
+
+
+def test_each_engine_has_its_own_default_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    from synprobe.api import make_options
+    from synprobe.kernel import fdlimit
+
+    # raw: its in-flight memory budget, not the 1,000 that suited the shaker's sockets.
+    budget = fdlimit.RAW_INFLIGHT_BUDGET // fdlimit.RAW_RECORD_BYTES
+    assert make_options("raw").concurrency == budget > 70_000
+    assert make_options("raw", concurrency=5).concurrency == 5
+    # shaker: what the soft file limit still leaves room for, without ever raising it.
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (200, 4096))
+    monkeypatch.setattr(resource, "setrlimit", lambda *a: pytest.fail("changed a limit"))
+    monkeypatch.setattr(fdlimit, "open_fds", lambda: 50)
+    assert make_options("shaker").concurrency == 200 - 50 - fdlimit.ENGINE_FDS
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (100_000, 100_000))
+    assert make_options("shaker").concurrency == fdlimit.LIBRARY_SHAKER_MAX == 1000
+
+
+def test_async_forms_have_real_signatures() -> None:
+    import inspect
+
+    for fn in (synprobe.aprobe, synprobe.aprobe_many):
+        params = inspect.signature(fn).parameters
+        assert {"engine", "timeout", "retries", "source", "via", "mark"} <= set(params), fn
+        assert not any(p.kind is p.VAR_KEYWORD and p.name == "kwargs" for p in params.values())

@@ -7,11 +7,13 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
 from synprobe.cli import main
 from synprobe.errors import UsageError
+from synprobe.testing import FakeEngine
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:
@@ -104,10 +106,20 @@ def test_large_ranges_need_allow_large(fake_engine: object) -> None:
     assert code == 1 and len(out.splitlines()) == 1024
 
 
-def test_dry_run_sends_nothing(fake_engine: object) -> None:
+def test_dry_run_sends_nothing(fake_engine: Callable[[], list[FakeEngine]]) -> None:
     code, out, _ = run_cli("--engine", "fake", "--dry-run", "-p", "80,81", "198.18.0.2")
     assert code == 0
     assert sorted(out.splitlines()) == ["fake 198.18.0.2:80", "fake 198.18.0.2:81"]
+    # One engine, described from and closed, never run: no target reached it, nothing sent.
+    [engine] = fake_engine()
+    assert engine.seen == [] and engine.stats() == {"sent": 0} and engine.closed
+
+
+def test_one_engine_object_per_run(fake_engine: Callable[[], list[FakeEngine]]) -> None:
+    code, out, _ = run_cli("--engine", "fake", "--json", "-q", "-p", "80,81", "198.18.0.2")
+    assert code == 1 and len(out.splitlines()) == 2
+    [engine] = fake_engine()  # the one that was checked is the one that ran
+    assert len(engine.seen) == 2 and engine.closed
 
 
 def test_shards_cover_the_space_once(fake_engine: object) -> None:
@@ -155,15 +167,13 @@ def test_via_needs_an_engine_that_can_choose_the_real_server(fake_engine: object
 
 
 def test_raw_workers_split_the_source_ports() -> None:
-    from synprobe.cli import _split_ports, build_parser
+    from synprobe.engines.raw.options import RawOptions
 
-    args = build_parser().parse_args(["--engine", "raw", "--workers", "3", "--sport-range",
-                                      "61000-61008", "198.18.0.2:80"])
-    assert _split_ports(args, 3) == ["61000-61002", "61003-61005", "61006-61008"]
-    args = build_parser().parse_args(["--engine", "raw", "--workers", "4", "--sport-range",
-                                      "61000-61002", "198.18.0.2:80"])
+    parts = RawOptions(port_lo=61000, port_hi=61008).split(3)
+    assert [(p.port_lo, p.port_hi) for p in parts] == [(61000, 61002), (61003, 61005),
+                                                       (61006, 61008)]
     with pytest.raises(UsageError, match="too small for 4 workers"):
-        _split_ports(args, 4)
+        RawOptions(port_lo=61000, port_hi=61002).split(4)
 
 
 def test_an_engine_bug_exits_3_not_1(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,8 +14,8 @@ import pytest
 
 from synprobe.cli import main
 from synprobe.errors import UsageError
-from synprobe.fdlimit import CLI_RESERVE, SHAKER_AUTO_MAX, cli_concurrency
-from synprobe.localaddr import check_source
+from synprobe.kernel.fdlimit import CLI_RESERVE, SHAKER_AUTO_MAX, cli_concurrency
+from synprobe.kernel.localaddr import check_source
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:
@@ -61,7 +61,7 @@ def test_freebind_takes_an_address_not_held_yet_and_the_row_shows_it(fake_engine
                              "--freebind", "198.18.0.2:80")
     assert code == 0, err
     assert out.splitlines()[1].split(",")[7] == "198.51.100.7"
-    assert fake_engine()[0].options.extra["freebind"] is True
+    assert fake_engine()[0].options.freebind is True
 
 
 def test_freebind_needs_a_source(fake_engine) -> None:
@@ -108,7 +108,7 @@ def test_the_library_checks_the_source_in_its_own_words() -> None:
 def test_marks_in_decimal_and_hex_reach_the_engine(fake_engine, text: str, value: int) -> None:
     code, _, err = run_cli("--engine", "fake", "-q", "--mark", text, "198.18.0.2:80")
     assert code == 0, err
-    assert fake_engine()[0].options.extra["mark"] == value
+    assert fake_engine()[0].options.mark == value
 
 
 @pytest.mark.parametrize("text", ["-1", "4294967296", "0x1_0", "mark"])

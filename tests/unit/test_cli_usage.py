@@ -9,10 +9,10 @@ import json
 import pytest
 
 import synprobe
-from synprobe import workers
-from synprobe.cli import build_parser, main
-from synprobe.cli_args import version_line
-from synprobe.output import format_duration, format_summary
+from synprobe.cli import workers
+from synprobe.cli.args import version_line
+from synprobe.cli.command import build_parser, main
+from synprobe.cli.output import format_duration, format_summary
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:

@@ -6,7 +6,6 @@ import tomllib
 
 import pytest
 
-from synprobe.addresses import parse_ip
 from synprobe.errors import UsageError
 from synprobe.exporter.allow import AllowList
 from synprobe.exporter.config import (
@@ -17,6 +16,7 @@ from synprobe.exporter.config import (
     parse_module,
 )
 from synprobe.exporter.service import probe_budget
+from synprobe.targets.addresses import parse_ip
 
 CONFIG = """
 probe_allow = ["198.18.0.0/15", "fd00::/8"]

@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from synprobe.addresses import parse_ip
 from synprobe.errors import UsageError
 from synprobe.exporter.target import (
     Resolver,
@@ -17,6 +16,7 @@ from synprobe.exporter.target import (
     choose_address,
     parse_probe_target,
 )
+from synprobe.targets.addresses import parse_ip
 
 V4 = parse_ip("198.18.0.2")
 V6 = parse_ip("fd00:5e::2")

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from synprobe.errors import UsageError
-from synprobe.haproxy_check import (
+from synprobe.cli.haproxy_check import (
     EXIT_DOWN,
     EXIT_LOCAL,
     EXIT_UP,
@@ -22,8 +21,9 @@ from synprobe.haproxy_check import (
     parse_args,
     server_target,
 )
+from synprobe.errors import UsageError
 from synprobe.model import Target
-from synprobe.targets import parse_target
+from synprobe.targets.tokens import parse_target
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ def test_start_up_imports_nothing_heavy(listening_port: int):
     netaddr, argparse or scapy (measured: ~45 ms a check in all, vs ~105 ms for the CLI)."""
     code = (
         "import json, sys\n"
-        "from synprobe.haproxy_check import main\n"
+        "from synprobe.cli.haproxy_check import main\n"
         f"rc = main(['a', 'b', '127.0.0.1', '{listening_port}'], env={{}})\n"
         "heavy = ['asyncio', 'aiohttp', 'prometheus_client', 'netaddr', 'argparse', 'scapy']\n"
         "print(json.dumps([rc, [m for m in heavy if m in sys.modules]]))\n"

@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 from scapy.layers.l2 import ARP, Ether
 
-from synprobe.engines.l2 import FrameSender, L2Path, L2Resolver, NeighbourUnresolved
-from synprobe.engines.netlink import (
+from synprobe.errors import UsageError
+from synprobe.kernel.frames import FrameSender
+from synprobe.kernel.neighbours import L2Path, L2Resolver, NeighbourUnresolved
+from synprobe.wire.ether import neighbor_solicitation, parse_mac
+from synprobe.wire.netlink import (
     ARPHRD_ETHER,
     IFLA_ADDRESS,
     IFLA_IFNAME,
@@ -46,8 +49,6 @@ from synprobe.engines.netlink import (
     route_request,
     split_messages,
 )
-from synprobe.errors import UsageError
-from synprobe.wire.ether import neighbor_solicitation, parse_mac
 
 OUR_MAC, RS_MAC = parse_mac("02:d5:00:00:00:01"), parse_mac("02:d5:00:00:00:11")
 

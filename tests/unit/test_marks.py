@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from synprobe.errors import UsageError
-from synprobe.marks import MARK_MAX, check_mark, parse_mark, set_mark
+from synprobe.kernel.marks import MARK_MAX, check_mark, parse_mark, set_mark
 
 
 @pytest.mark.parametrize(("text", "value"), [

@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from synprobe import output
+from synprobe.cli import output
+from synprobe.cli.output import JsonWriter, LineSink, Tally
 from synprobe.model import ProbeResult, State
-from synprobe.output import JsonWriter, LineSink, Tally
 
 
 def result(i: int) -> ProbeResult:

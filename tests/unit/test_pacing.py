@@ -45,3 +45,13 @@ def test_delay_says_when_the_next_send_is_allowed() -> None:
 def test_rejects_nonpositive_rate() -> None:
     with pytest.raises(ValueError):
         Pacer(0)
+
+
+def test_a_full_bucket_grants_its_burst_at_once_then_the_rate() -> None:
+    # The raw engine's RST budget: every check in flight may be answered at once.
+    clock = FakeClock()
+    budget = Pacer(100.0, burst=64, clock=clock, full=True)
+    assert sum(budget.take() for _ in range(100)) == 64
+    clock.now += 0.055  # five more at 100 per second (5.5 tokens: no float edge)
+    assert sum(budget.take() for _ in range(100)) == 5
+

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from synprobe.errors import UsageError
-from synprobe.permutation import Cycle, iter_permutation, parse_shard
-from synprobe.primes import PRIMES, group_for
+from synprobe.targets.permutation import Cycle, iter_permutation, parse_shard
+from synprobe.targets.primes import PRIMES, group_for
 
 
 def is_prime(n: int) -> bool:

@@ -33,6 +33,7 @@ class HeldEngine:
     engine bug: the prober must not leave those futures pending)."""
 
     name = "held"
+    supports_via = False
     bad_port = 666
 
     def __init__(self, options: ProbeOptions, *, forget: bool = False) -> None:
@@ -44,6 +45,12 @@ class HeldEngine:
 
     def answer(self) -> None:
         os.write(self._ctl_w, b"!")
+
+    def preflight(self, vias: object = (), families: object = ()) -> None:
+        """Nothing to check ahead."""
+
+    def describe(self, target: Target, *, as_json: bool = False) -> str:
+        return f"held {target}"
 
     def run(self, source: TargetSource) -> Iterator[list[ProbeResult]]:
         held: list[Target] = []
@@ -153,7 +160,7 @@ def test_done_callbacks_never_run_on_the_engine_thread(monkeypatch: pytest.Monke
         assert second_answered.wait(WAIT), "a done-callback stalled the engine loop"
         gate.set()
         assert second.result(timeout=WAIT).state is State.OPEN
-    assert callback_threads and "synprobe-prober" not in callback_threads
+    assert callback_threads and "synprobe-engine" not in callback_threads
 
 
 def test_submit_queues_its_target_under_the_prober_lock(fake_engine: object) -> None:

@@ -23,9 +23,9 @@ import pytest
 
 import synprobe
 from synprobe.errors import UsageError
-from synprobe.framing import MAX_FRAME, FrameError, FrameReader, encode
+from synprobe.helper.framing import MAX_FRAME, FrameError, FrameReader, encode
+from synprobe.helper.process import HelperEngine
 from synprobe.model import State, Target
-from synprobe.prober_process import HelperEngine
 
 EXIT_WAIT = 10.0  # a safety net: a helper ends within ~1 s of losing its owner
 
@@ -176,8 +176,8 @@ def test_the_cli_never_imports_the_helper() -> None:
     """The one-shot CLI runs its loop in its own process: its start-up does not pay for the
     helper's modules."""
     code = ("import sys, synprobe, synprobe.cli; "
-            "print(sorted(m for m in ('synprobe.prober_process', 'synprobe.framing', "
-            "'synprobe.prober_helper') if m in sys.modules))")
+            "print(sorted(m for m in ('synprobe.helper.process', 'synprobe.helper.framing', "
+            "'synprobe.helper.main') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -203,7 +203,7 @@ def test_the_helper_outlives_the_thread_that_made_the_prober(listener: socket.so
 
 def test_the_helper_decodes_a_backlog_in_slices() -> None:
     """A burst of submits reaches the helper's loop a slice at a time, in order, complete."""
-    from synprobe.prober_helper import ChannelSource
+    from synprobe.helper.main import ChannelSource
 
     ours, theirs = socket.socketpair()
     with ours, theirs:

@@ -1,28 +1,28 @@
 """The raw engine without root: option checks, --dry-run, the capability error, and its loop
-run against a fake network (a stand-in for `rawio.PacketIO` that answers SYNs like the lab)."""
+run against a fake network (a stand-in for `PacketIO` that answers SYNs like the lab)."""
 
 from __future__ import annotations
 
 import errno
 import io
-import os
 import re
 import socket
 import struct
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from fake_packet_io import FakePacketIO
 from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
 
 import synprobe.registry as registry
 from synprobe import __version__
 from synprobe.cli import main
-from synprobe.engines import raw
 from synprobe.engines.base import ProbeOptions
-from synprobe.engines.raw import STATS, RawEngine
+from synprobe.engines.raw import engine as raw
+from synprobe.engines.raw.engine import STATS, RawEngine
+from synprobe.engines.raw.options import RawOptions
 from synprobe.errors import EngineUnavailable, UsageError
 from synprobe.model import ProbeResult, State, Target
 from synprobe.prober import Prober
@@ -37,11 +37,16 @@ SYN_LINE = re.compile(
 )
 
 
-def engine(extra: dict[str, object] | None = None, **kw: Any) -> RawEngine:
+def engine(own: dict[str, object] | None = None, **kw: Any) -> RawEngine:
+    """A raw engine with the library's keywords (`own`: its own and mark), as make_options
+    checks them."""
     opts = {k: kw.pop(k) for k in ("timeout", "retries", "concurrency", "rate", "source")
             if k in kw}
     kw.setdefault("ephemeral_ports", lambda: NO_OVERLAP)
-    return RawEngine(ProbeOptions(**opts, extra=extra or {}), **kw)
+    own = dict(own or {})
+    common = {k: own.pop(k) for k in ("mark",) if k in own}
+    return RawEngine(ProbeOptions(**opts, **common, engine_options=RawOptions.from_keywords(own)),
+                     **kw)
 
 
 # -- options -------------------------------------------------------------------------------
@@ -53,7 +58,7 @@ def engine(extra: dict[str, object] | None = None, **kw: Any) -> RawEngine:
         ({"bogus": 1}, "no option bogus"),
         ({"rst": "sometimes"}, "rst must be 'kernel' or 'self'"),
         ({"sport_range": "62000"}, "bad raw engine option"),
-        ({"mark": "x"}, "bad raw engine option"),
+        ({"mark": "x"}, "mark must be an integer"),
         ({"sport_range": "63000-62000"}, "bad source port range 63000-62000"),
         ({"port_lo": 0}, "bad source port range"),
         ({"sport_range": "61000-62000", "port_lo": 61000}, "not both"),
@@ -132,7 +137,10 @@ def test_without_cap_net_raw_one_clear_line() -> None:
         next(eng.run(IterSource([Target("127.0.0.2", 80)])))
     text = str(info.value)
     assert "\n" not in text and "CAP_NET_RAW" in text
-    assert "setcap cap_net_raw+ep" in text and "--engine shaker" in text
+    # Where to read how (a setcap on realpath(sys.executable) would be the system python in
+    # a venv), and no CLI flag: the library says this too.
+    assert "docs/engines.md#privileges" in text and "the shaker engine" in text
+    assert "setcap" not in text and "--" not in text
     assert info.value.__cause__ is None and info.value.__suppress_context__
     assert all(s.fileno() == -1 for s in factory.opened)
 
@@ -156,50 +164,27 @@ def answer(syn: bytes) -> list[bytes]:
     return []
 
 
-class FakeNet:
-    """Stands in for `rawio.PacketIO`: records what is sent, queues `responder`'s answers, and
-    signals them on a pipe the engine polls. `fail` maps a port to the errno its sends get."""
+class FakeNet(FakePacketIO):
+    """A lab-like network: records what is sent and queues `responder`'s answers. `fail` maps
+    a port to the errno its sends get."""
 
     def __init__(self, responder: Callable[[bytes], list[bytes]] = answer) -> None:
+        super().__init__()
         self.responder = responder
         self.fail: dict[int, int] = {}
         self.sent: list[bytes] = []
-        self.inbox: deque[bytes] = deque()
-        self.closed = False
-        self._r, self._w = os.pipe()
-        self.recv_fd = self._r
-
-    def __call__(self, port_lo: int, port_hi: int, mark: int | None, **_: Any) -> FakeNet:
-        return self  # the engine's io_factory
 
     def send(self, v6: bool, batch: list[tuple[bytes, bytes]]) -> list[tuple[int, int]]:
-        failures = []
+        failures, answers = [], []
         for i, (packet, _dst) in enumerate(batch):
             dport = int.from_bytes(packet[(40 if v6 else 20) + 2:][:2], "big")
             if dport in self.fail:
                 failures.append((i, self.fail[dport]))
                 continue
             self.sent.append(packet)
-            self.inbox.extend(self.responder(packet))
-        if self.inbox:
-            os.write(self._w, b"!")
+            answers += self.responder(packet)
+        self.deliver(answers)
         return failures
-
-    def receive(self, limit: int) -> list[bytes]:
-        os.read(self._r, 4096)
-        out = [self.inbox.popleft() for _ in range(min(limit, len(self.inbox)))]
-        if self.inbox:
-            os.write(self._w, b"!")
-        return out
-
-    def kernel_drops(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        if not self.closed:
-            os.close(self._r)
-            os.close(self._w)
-            self.closed = True
 
     def flags(self) -> list[tuple[int, int]]:
         """(dport, TCP flags) of every packet sent, in order."""

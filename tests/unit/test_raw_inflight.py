@@ -17,8 +17,8 @@ from test_raw_engine import NO_OVERLAP, FakeNet, engine, syn_fields
 import synprobe.registry as registry
 from synprobe.cli import main
 from synprobe.engines.base import ProbeOptions
-from synprobe.engines.raw import SEND_BURST, RawEngine
-from synprobe.fdlimit import RAW_INFLIGHT_BUDGET, RAW_RECORD_BYTES, cli_concurrency
+from synprobe.engines.raw.engine import SEND_BURST, RawEngine
+from synprobe.kernel.fdlimit import RAW_INFLIGHT_BUDGET, RAW_RECORD_BYTES, cli_concurrency
 from synprobe.model import State, Target
 from synprobe.sources import IterSource
 
@@ -118,13 +118,13 @@ def test_memory_per_check_in_flight_is_bounded() -> None:
     its share of the queues cost at most RAW_RECORD_BYTES (what fdlimit budgets with)."""
     n = 20_000
     net = SilentNet(n, keep=False)
-    eng = RawEngine(ProbeOptions(timeout=0.5, retries=0, concurrency=n, extra={}),
+    eng = RawEngine(ProbeOptions(timeout=0.5, retries=0, concurrency=n),
                     io_factory=net, clock=net.clock, ephemeral_ports=lambda: NO_OVERLAP)
     peak: list[int] = []
     net.on_wave = lambda: peak.append(tracemalloc.get_traced_memory()[0])
     # Warm the caches a run builds once (templates, the route), outside the measurement.
     warm = SilentNet(1, keep=False)
-    warm_eng = RawEngine(ProbeOptions(timeout=0.5, retries=0, concurrency=1, extra={}),
+    warm_eng = RawEngine(ProbeOptions(timeout=0.5, retries=0, concurrency=1),
                          io_factory=warm, clock=warm.clock, ephemeral_ports=lambda: NO_OVERLAP)
     assert len([r for b in warm_eng.run(IterSource([Target("127.0.0.1", 82)])) for r in b]) == 1
     warm.close()

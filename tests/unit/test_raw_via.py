@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import socket
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from fake_packet_io import FakePacketIO
 from scapy.layers.inet import IP, TCP
 
 from synprobe.cli import main
 from synprobe.engines.base import ProbeOptions
-from synprobe.engines.l2 import L2Path, NeighbourUnresolved
-from synprobe.engines.raw import STATS, RawEngine
+from synprobe.engines.raw.engine import STATS, RawEngine
+from synprobe.engines.raw.options import RawOptions
 from synprobe.errors import UsageError
+from synprobe.kernel.neighbours import L2Path, NeighbourUnresolved
 from synprobe.model import ProbeResult, State, Target
 from synprobe.sources import IterSource
 from synprobe.wire.ether import format_mac, parse_mac, split_frame
@@ -45,30 +45,25 @@ class FakeResolver:
         text = socket.inet_ntop(socket.AF_INET, via)
         self.asked.append((text, ask))
         if text == ROUTED:  # the route is looked at first, as L2Resolver does
-            raise UsageError(f"--via {text} is not on a directly connected network")
+            raise UsageError(f"real server {text} is not on a directly connected network")
         if text == SILENT or (text not in MACS and not ask):
             raise NeighbourUnresolved(text, "dsr0", "ARP", asked=ask)
         return L2Path(via, 2, "dsr0", pton(OURS), parse_mac(OUR_MAC), parse_mac(MACS[text]))
 
 
-class FakeLink:
+class FakeLink(FakePacketIO):
     """PacketIO and the packet sockets at once: real servers answer SYNs to the VIP from the
     VIP, choosing by destination MAC (frames) or by tunnel endpoint (IP-in-IP)."""
 
     def __init__(self, answer_mac: Callable[[str], str] = lambda rs: MACS[rs]) -> None:
+        super().__init__()
         self.answer_mac = answer_mac
         self.frames: list[tuple[str, bytes]] = []  # (interface, frame)
         self.ip: list[tuple[bytes, bytes]] = []  # (packet, destination) via the raw sockets
-        self.inbox: deque[tuple[bytes, bytes]] = deque()
         self.resets: list[tuple[str, int, int]] = []  # (real server, sport, seq) of RSTs
         self.plain_receives = self.mac_receives = 0
-        self._r, self._w = os.pipe()
-        self.recv_fd = self._r
 
     # -- PacketIO ---------------------------------------------------------------------------
-    def __call__(self, *args: Any, **kw: Any) -> FakeLink:
-        return self
-
     def send(self, v6: bool, batch: list[tuple[bytes, bytes]]) -> list[tuple[int, int]]:
         for packet, dst in batch:
             self.ip.append((packet, dst))
@@ -80,28 +75,14 @@ class FakeLink:
 
     def receive(self, limit: int) -> list[bytes]:
         self.plain_receives += 1
-        return [p for p, _ in self._take(limit)]
+        return super().receive(limit)
 
     def receive_from(self, limit: int) -> list[tuple[bytes, bytes]]:
         self.mac_receives += 1
-        return self._take(limit)
-
-    def _take(self, limit: int) -> list[tuple[bytes, bytes]]:
-        os.read(self._r, 4096)
-        out = [self.inbox.popleft() for _ in range(min(limit, len(self.inbox)))]
-        if self.inbox:
-            os.write(self._w, b"!")
-        return out
-
-    def kernel_drops(self) -> int:
-        return 0
+        return super().receive_from(limit)
 
     def close(self) -> None:
-        pass
-
-    def shut(self) -> None:
-        os.close(self._r)
-        os.close(self._w)
+        pass  # one link serves several engines' runs in a test; the fixture shuts it
 
     # -- packet sockets -----------------------------------------------------------------------
     def socket(self, family: int, *args: Any) -> Any:
@@ -137,8 +118,7 @@ class FakeLink:
         flags = "SA" if rs in OPEN else "RA"
         answer = IP(src=VIP, dst=ip.src) / TCP(sport=80, dport=tcp.sport, flags=flags, seq=7,
                                                ack=tcp.seq + 1)
-        self.inbox.append((bytes(answer), parse_mac(self.answer_mac(rs))))
-        os.write(self._w, b"!")
+        self.deliver([bytes(answer)], parse_mac(self.answer_mac(rs)))
 
 
 @pytest.fixture
@@ -149,7 +129,9 @@ def link() -> Iterator[FakeLink]:
 
 
 def engine(link: FakeLink, **extra: object) -> RawEngine:
-    return RawEngine(ProbeOptions(timeout=0.05, retries=0, extra=dict(extra)), io_factory=link,
+    return RawEngine(ProbeOptions(timeout=0.05, retries=0,
+                                  engine_options=RawOptions.from_keywords(dict(extra))),
+                     io_factory=link,
                      socket_factory=link.socket, ephemeral_ports=lambda: (32768, 60999),
                      resolver=FakeResolver())  # type: ignore[arg-type]
 
@@ -269,7 +251,7 @@ def test_dry_run_describes_the_frame_or_tunnel_and_asks_nobody(link: FakeLink) -
 
 def test_via_mode_option_and_flag() -> None:
     with pytest.raises(UsageError, match="via_mode must be 'l2' or 'ipip'"):
-        RawEngine(ProbeOptions(extra={"via_mode": "gre"}), ephemeral_ports=lambda: None)
+        RawOptions(via_mode="gre")
     for argv, words in ((["--engine", "raw", "--via-mode", "ipip"], "give --via"),
                         (["--via-mode", "l2", "--via", RS1], "raw engine only")):
         err = io.StringIO()

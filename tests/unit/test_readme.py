@@ -76,7 +76,7 @@ def test_readme_states_when_workers_start() -> None:
 
 
 def test_readme_synopsis_names_every_option_of_the_cli() -> None:
-    from synprobe.cli import build_parser
+    from synprobe.cli.command import build_parser
 
     synopsis = next(b.code for b in blocks(README) if b.code.startswith("synprobe [--engine"))
     shown = set(re.findall(r"(?<![\w-])(-{1,2}[a-zA-Z][\w-]*)", synopsis))

@@ -65,8 +65,12 @@ def test_timeout_must_stay_below_the_kernel_syn_rto() -> None:
 
 
 def test_unknown_engine_option_is_an_error() -> None:
-    with pytest.raises(UsageError, match="no option rst"):
-        ShakerEngine(ProbeOptions(extra={"rst": "self"}))
+    from synprobe.api import make_options
+
+    with pytest.raises(UsageError, match="the shaker engine has no option rst"):
+        make_options("shaker", rst="self")
+    with pytest.raises(UsageError, match="takes no engine_options"):
+        ShakerEngine(ProbeOptions(engine_options=object()))
 
 
 def test_unbindable_source_is_a_local_error() -> None:

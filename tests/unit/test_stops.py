@@ -12,12 +12,12 @@ from collections.abc import Iterator
 import pytest
 from test_raw_engine import FakeNet, engine  # the raw engine's fake network
 
+from synprobe.cli.stops import Interrupted, StopSignals
 from synprobe.engines.base import ProbeOptions
 from synprobe.engines.shaker import ShakerEngine
 from synprobe.model import Target
 from synprobe.runner import ThrottledSource
 from synprobe.sources import ABORT, GO, NO_NEW
-from synprobe.stops import Interrupted, StopSignals
 
 
 class HaltAfterFirstPull:

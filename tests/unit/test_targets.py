@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from netaddr import IPAddress, IPRange, IPSet
 
 from synprobe.errors import UsageError
-from synprobe.intervals import merge, size, subtract
 from synprobe.model import Target
-from synprobe.targets import (
+from synprobe.targets.intervals import merge, size, subtract
+from synprobe.targets.tokens import (
     DEFAULT_EXCLUDES,
     TargetSpace,
     build_space,

@@ -15,7 +15,8 @@ import threading
 import pytest
 
 from synprobe.cli import main
-from synprobe.engines import raw, templates
+from synprobe.engines.raw import engine as raw
+from synprobe.engines.raw import templates
 from synprobe.wire.packets import rst_packet, syn_packet
 from synprobe.wire.syn import (
     PacketTemplate,
@@ -186,7 +187,7 @@ def test_a_relative_xdg_cache_home_is_ignored_by_scapys_import_too(tmp_path) -> 
     (tmp_path / "cwd").mkdir()
     env = {**os.environ, "XDG_CACHE_HOME": "rel/cache", "XDG_CONFIG_HOME": "rel/config",
            "HOME": str(tmp_path / "home")}
-    code = ("import os, sys; from synprobe.engines import templates;"
+    code = ("import os, sys; from synprobe.engines.raw import templates;"
             "templates.load_template('198.18.0.1', False);"
             "assert 'scapy' in sys.modules and os.environ['XDG_CACHE_HOME'] == 'rel/cache'")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "cwd", env=env,

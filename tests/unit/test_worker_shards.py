@@ -1,14 +1,32 @@
+import argparse
 import threading
 
 import pytest
 
-from synprobe.workers import Workers, auto_workers
+from synprobe.cli import workers
+from synprobe.cli.command import build_parser
+from synprobe.cli.config import build_config
+from synprobe.cli.workers import Workers, auto_workers
 
 
-def test_shards_partition_the_callers_part() -> None:
-    w = Workers(["198.19.0.0/16"], 3, 7, (1, 2), 9000.0, 1000)
-    assert w.shards == [(1, 6), (3, 6), (5, 6)]  # shard 1 of 2, split three ways
-    assert (w.seed, w.rate, w.concurrency) == (7, 3000.0, 333)
+def _config(*argv: str) -> object:
+    args: argparse.Namespace = build_parser().parse_args(list(argv))
+    return build_config(args, lambda engine, checks: 3)
+
+
+def test_shares_partition_the_callers_part() -> None:
+    config = _config("--engine", "raw", "--seed", "7", "--shard", "1/2", "--rate", "9000",
+                     "--sport-range", "61000-61008", "--allow-large", "198.19.0.0/16:80")
+    shares = config.shares()  # type: ignore[attr-defined]
+    assert [s.shard for s in shares] == [(1, 6), (3, 6), (5, 6)]  # shard 1 of 2, split 3 ways
+    assert {s.seed for s in shares} == {7} and [s.worker for s in shares] == [0, 1, 2]
+    assert {s.options.rate for s in shares} == {3000.0}
+    assert [(s.options.engine_options.port_lo, s.options.engine_options.port_hi)
+            for s in shares] == [(61000, 61002), (61003, 61005), (61006, 61008)]
+    # Together the shares probe the caller's part exactly once.
+    whole = {(t.host, t.port) for t in config.targets()}  # type: ignore[attr-defined]
+    parts = [{(t.host, t.port) for t in s.targets()} for s in shares]
+    assert sum(len(p) for p in parts) == len(whole) == 32768 and set().union(*parts) == whole
 
 
 def test_never_forks_once_a_thread_runs() -> None:
@@ -17,13 +35,16 @@ def test_never_forks_once_a_thread_runs() -> None:
     helper.start()
     try:
         with pytest.raises(RuntimeError, match="before any thread"):
-            Workers([], 2, 1, (0, 1), None, 10).start(lambda argv: 0)
+            Workers(2).start(lambda worker, fd: 0)
     finally:
         stop.set()
         helper.join()
 
 
-def test_auto_workers_only_for_large_runs() -> None:
+def test_auto_workers_only_for_large_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workers.os, "cpu_count", lambda: 3)
     assert auto_workers("shaker", 1000) == 1
     assert auto_workers("fake", 10**6) == 1
-    assert auto_workers("raw", 10**6) >= 1
+    assert auto_workers("raw", 10**6) == 3  # one per core
+    monkeypatch.setattr(workers.os, "cpu_count", lambda: None)  # unknown: one process
+    assert auto_workers("raw", 10**6) == 1

@@ -1,1 +1,2 @@
-"""The engines: `shaker` (kernel sockets) and `raw` (crafted packets). See synprobe.registry."""
+"""The engines behind one contract (`base`): `shaker` (kernel sockets) and the `raw` package
+(crafted packets), found by name through `registry`."""

@@ -10,21 +10,20 @@ No privileges are needed.
 from __future__ import annotations
 
 import errno
-import os
 import select
 import socket
 import struct
-import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from synprobe.engines.base import ProbeOptions, TargetSource
+from synprobe.engines.base import ProbeOptions, TargetSource, os_errors, require_capability
 from synprobe.engines.tcpinfo import handshake
-from synprobe.errors import EngineUnavailable, UsageError
-from synprobe.fdlimit import check_descriptors
-from synprobe.localaddr import set_freebind
-from synprobe.marks import check_mark, set_mark
+from synprobe.errors import UsageError
+from synprobe.kernel.fdlimit import check_descriptors
+from synprobe.kernel.localaddr import set_freebind
+from synprobe.kernel.marks import set_mark
+from synprobe.kernel.sockets import IP_RECVERR, IPV6_RECVERR, SocketFactory
 from synprobe.model import ProbeResult, State, Target, classify_errno
 from synprobe.pacing import Pacer
 from synprobe.sources import ABORT, NO_NEW, always_go
@@ -52,8 +51,6 @@ _IN_PROGRESS = (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY)
 # struct sock_extended_err (linux/errqueue.h): errno, origin, type, code, pad, info, data.
 _EXTENDED_ERR = struct.Struct("=IBBBBII")
 _ORIGIN_ICMP, _ORIGIN_ICMP6 = 2, 3
-# linux/in.h and linux/in6.h; Python's socket module does not export them.
-IP_RECVERR, IPV6_RECVERR = 11, 25
 _RECVERR = {
     socket.AF_INET: (socket.IPPROTO_IP, IP_RECVERR),
     socket.AF_INET6: (socket.IPPROTO_IPV6, IPV6_RECVERR),
@@ -91,14 +88,25 @@ def _icmp_verdict(sock: socket.socket) -> tuple[State, str] | None:
     return None if icmp is None else classify_icmp(*icmp)
 
 
+def describe_connect(options: ProbeOptions, target: Target, *, as_json: bool = False) -> str:
+    """What a shaker check of `target` would do, for a dry run (a JSON object with as_json: the
+    kernel builds the SYN, so it has no packet)."""
+    if as_json:
+        return dry_run_json("shaker", target, timeout=options.timeout,
+                            attempts=options.retries + 1, source=options.source)
+    return (f"connect {options.source or '*'} -> {target} SO_LINGER=0 TCP_QUICKACK=0 "
+            f"timeout={options.timeout:g}s attempts={options.retries + 1}")
+
+
 class ShakerEngine:
     name = "shaker"
+    supports_via = False
 
     def __init__(
         self,
         options: ProbeOptions,
         *,
-        socket_factory: Callable[..., socket.socket] = socket.socket,
+        socket_factory: SocketFactory = socket.socket,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 < options.timeout <= MAX_ATTEMPT_TIMEOUT:
@@ -112,11 +120,9 @@ class ShakerEngine:
         self._socket = socket_factory
         self._clock = clock
         check_descriptors(options.concurrency)  # each attempt in flight is an open socket
-        unknown = set(options.extra) - {"mark", "freebind"}
-        if unknown:
-            raise UsageError(f"the shaker engine has no option {', '.join(sorted(unknown))}")
-        mark = options.extra.get("mark")
-        self._mark = None if mark is None else check_mark(mark)
+        if options.engine_options is not None:
+            raise UsageError("the shaker engine takes no engine_options")
+        self._mark = options.mark
         if self._mark is not None:
             self._check_mark(self._mark)
         # late_handshakes: open targets whose final ACK the kernel sent because this loop was
@@ -135,22 +141,12 @@ class ShakerEngine:
         with self._socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
             try:
                 set_mark(sock, mark)
-            except PermissionError:
-                raise EngineUnavailable(
-                    "--mark needs CAP_NET_ADMIN or CAP_NET_RAW (run as root, or grant one with "
-                    f"`setcap cap_net_admin+ep {os.path.realpath(sys.executable)}`), or drop "
-                    "--mark"
-                ) from None
+            except PermissionError as exc:
+                raise require_capability(self.name, "CAP_NET_ADMIN or CAP_NET_RAW to set a "
+                                         "mark (SO_MARK)", exc) from None
 
     def describe(self, target: Target, *, as_json: bool = False) -> str:
-        """What a check of `target` would do, for --dry-run (a JSON object with --json: the
-        kernel builds the SYN, so it has no packet)."""
-        if as_json:
-            return dry_run_json(self.name, target, timeout=self.options.timeout,
-                                attempts=self.options.retries + 1, source=self.options.source)
-        src = self.options.source or "*"
-        return (f"connect {src} -> {target} SO_LINGER=0 TCP_QUICKACK=0 "
-                f"timeout={self.options.timeout:g}s attempts={self.options.retries + 1}")
+        return describe_connect(self.options, target, as_json=as_json)
 
     def _open(self, target: Target) -> socket.socket:
         family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
@@ -176,7 +172,7 @@ class ShakerEngine:
                 # reserves a port per socket from ip_local_port_range, and a health checker
                 # bound to one IP runs out of them ("address already in use").
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_BIND_ADDRESS_NO_PORT, 1)
-                if self.options.extra.get("freebind"):
+                if self.options.freebind:
                     set_freebind(sock)  # the caller's opt-in: a source not (yet) ours
                 sock.bind((self.options.source, 0))
         except BaseException:
@@ -184,10 +180,19 @@ class ShakerEngine:
             raise
         return sock
 
+    def preflight(self, vias: Sequence[str] = (), families: Iterable[bool] = ()) -> None:
+        """Nothing to open ahead: each attempt's socket lives only while it is in flight (and
+        the options, the mark's privilege and the file limit were checked when it was made).
+        The shaker cannot choose a real server: `supports_via` is False."""
+
     def run(self, source: TargetSource) -> Iterator[list[ProbeResult]]:
+        with os_errors(self.name):  # e.g. epoll_create with no descriptor left
+            yield from self._run(source)
+
+    def _run(self, source: TargetSource) -> Iterator[list[ProbeResult]]:
         opts = self.options
         clock = self._clock
-        pacer = Pacer(opts.rate)
+        pacer = Pacer(opts.rate, clock=clock)
         poller = select.epoll()
         inflight: dict[int, _Attempt] = {}
         # Every attempt gets the same timeout, so deadlines come due in the order attempts
@@ -245,10 +250,7 @@ class ShakerEngine:
                 # -1 (block until an event) only when no attempt has a deadline; an overdue
                 # deadline must poll with 0, never block: a late close lets the kernel
                 # retransmit the SYN, which can complete a full connection under loss.
-                wait = max(deadlines[0][0] - now, 0.0) if deadlines else -1.0
-                if retry:
-                    pace = pacer.delay()
-                    wait = pace if wait < 0 else min(wait, pace)
+                wait = pacer.poll_wait(deadlines[0][0] if deadlines else None, now, bool(retry))
                 room_left = len(inflight) < opts.concurrency
                 if done or (room_left and more_ready):
                     wait = 0.0

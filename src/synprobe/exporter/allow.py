@@ -12,9 +12,9 @@ import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from synprobe.addresses import Address, parse_address_set
 from synprobe.errors import UsageError
-from synprobe.intervals import Interval, merge, subtract
+from synprobe.targets.addresses import Address, parse_address_set
+from synprobe.targets.intervals import Interval, merge, subtract
 
 HOW_TO_ALLOW = (
     "start synprobe with --probe-allow CIDR[,CIDR...] (or probe_allow = [\"CIDR\", ...] in the "
@@ -24,7 +24,7 @@ HOW_TO_ALLOW = (
 
 @dataclass(frozen=True, slots=True)
 class AllowList:
-    """Sorted, disjoint intervals of allowed addresses (see synprobe.intervals)."""
+    """Sorted, disjoint intervals of allowed addresses (see synprobe.targets.intervals)."""
 
     allowed: tuple[Interval, ...] = ()
     tokens: tuple[str, ...] = ()  # as the operator wrote them, for messages
@@ -32,7 +32,7 @@ class AllowList:
 
     @classmethod
     def parse(cls, tokens: Iterable[str]) -> AllowList:
-        from synprobe.targets import DEFAULT_EXCLUDES
+        from synprobe.targets.tokens import DEFAULT_EXCLUDES
 
         items: list[Interval] = []
         words: list[str] = []

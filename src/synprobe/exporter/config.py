@@ -106,7 +106,7 @@ def _choice(value: object, where: str, choices: Sequence[str]) -> str:
 
 
 def _address(value: object, where: str) -> str:
-    from synprobe.addresses import format_ip, parse_ip
+    from synprobe.targets.addresses import format_ip, parse_ip
 
     ip = parse_ip(value) if isinstance(value, str) else None
     if ip is None:

@@ -20,15 +20,9 @@ ProberFactory = Callable[[Module, int], Prober]
 
 
 def make_prober(module: Module, concurrency: int) -> Prober:
-    extra: dict[str, object] = {} if module.mark is None else {"mark": module.mark}
-    return Prober(
-        engine=module.engine,
-        timeout=module.attempt_timeout,
-        retries=0 if module.count else module.retries,
-        concurrency=concurrency,
-        source=module.source,
-        **extra,
-    )
+    return Prober(module.engine, timeout=module.attempt_timeout,
+                  retries=0 if module.count else module.retries, concurrency=concurrency,
+                  source=module.source, mark=module.mark)
 
 
 class ProberPool:

@@ -14,13 +14,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from synprobe.addresses import Address, format_ip, parse_address_set, parse_ip, split_port
 from synprobe.errors import UsageError
+from synprobe.targets.addresses import (
+    Address,
+    addresses_of,
+    format_ip,
+    parse_address_set,
+    parse_ip,
+    split_port,
+)
 
 MAX_TARGET_LENGTH = 300  # a 253-byte name, brackets, colon and port fit with room to spare
 # RFC 1123 labels plus "_" (common in internal DNS), as the CLI accepts them.
 _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?")
-_FAMILY_VERSION = {socket.AF_INET: 4, socket.AF_INET6: 6}
 
 
 class Unresolvable(Exception):
@@ -88,15 +94,10 @@ class Resolver:
         except (OSError, UnicodeError) as exc:
             raise Unresolvable(f"cannot resolve {host!r}: "
                                f"{getattr(exc, 'strerror', None) or exc}") from None
-        seen: dict[Address, None] = {}
-        for family, _type, _proto, _canon, sockaddr in infos:
-            if family in _FAMILY_VERSION:
-                ip = parse_ip(str(sockaddr[0]).partition("%")[0])
-                if ip is not None:
-                    seen.setdefault(ip, None)
-        if not seen:
+        found = addresses_of(infos)
+        if not found:
             raise Unresolvable(f"cannot resolve {host!r}: no IPv4 or IPv6 address")
-        return list(seen)
+        return found
 
     def _done(self, job: asyncio.Future[Any]) -> None:
         self.pending -= 1

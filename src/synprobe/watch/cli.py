@@ -16,7 +16,7 @@ from aiohttp import web
 from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
 from synprobe.exporter import hookup as probe_hookup
 from synprobe.registry import engines
-from synprobe.targets import iter_target_file, parse_ports
+from synprobe.targets.tokens import iter_target_file, parse_ports
 from synprobe.watch.config import ConfigError, WatchConfig, load_config
 from synprobe.watch.events import ChangeRunner, EventWriter
 from synprobe.watch.http import build_app, serve

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from synprobe.addresses import _HOSTNAME, parse_address_set, parse_ip, split_port
 from synprobe.errors import UsageError
 from synprobe.registry import engines
-from synprobe.targets import _token_ports, build_space, parse_ports, parse_via
+from synprobe.targets.addresses import _HOSTNAME, parse_address_set, parse_ip, split_port
+from synprobe.targets.tokens import _token_ports, build_space, parse_ports, parse_via
 
 SERVICE_KEYS = ("metrics", "events", "on_change", "exclude", "resolve_interval", "concurrency")
 PASSTHROUGH_KEYS = ("probe_allow", "modules")

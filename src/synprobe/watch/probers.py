@@ -12,13 +12,9 @@ from synprobe.watch.config import Settings
 
 
 def make_prober(settings: Settings, concurrency: int) -> Prober:
-    extra: dict[str, object] = {}
-    if settings.mark is not None:
-        extra["mark"] = settings.mark
     # No rate limit in the engine: the schedule itself paces the checks (targets / interval).
-    prober = Prober(settings.engine, timeout=settings.timeout, retries=settings.retries,
-                    concurrency=concurrency, rate=None, source=settings.source, **extra)
-    return prober
+    return Prober(settings.engine, timeout=settings.timeout, retries=settings.retries,
+                  concurrency=concurrency, rate=None, source=settings.source, mark=settings.mark)
 
 
 def check_prober_via(prober: Prober, vias: tuple[str, ...]) -> None:

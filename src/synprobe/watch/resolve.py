@@ -6,8 +6,8 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from synprobe.addresses import format_ip, parse_ip
-from synprobe.intervals import Interval
+from synprobe.targets.addresses import format_ip, parse_ip
+from synprobe.targets.intervals import Interval
 
 
 def resolve_first(resolver: Callable[..., Any], name: str,

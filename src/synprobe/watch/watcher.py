@@ -25,7 +25,7 @@ from typing import Any
 from synprobe.errors import UsageError
 from synprobe.model import ProbeResult, State
 from synprobe.prober import Prober
-from synprobe.targets import _exclusion_set
+from synprobe.targets.tokens import _exclusion_set
 from synprobe.watch.config import Settings, WatchConfig
 from synprobe.watch.entry import Entry
 from synprobe.watch.events import event_record, rfc3339

@@ -46,6 +46,13 @@ _RST, _SYN_ACK = 0x04, 0x12
 _Line = str | tuple[int, int, str | None, str | None]
 
 
+def _accept_types(load: _Line, types: tuple[int, ...]) -> list[_Line]:
+    """`load` the ICMP type, then accept the packet if it is one of `types`, else drop it."""
+    *first, last = types
+    return [load, *((_JMP | _JEQ, k, "accept", None) for k in first),
+            (_JMP | _JEQ, last, "accept", "drop")]
+
+
 def reply_filter(port_lo: int, port_hi: int) -> list[Insn]:
     """The filter program for replies to probes sent from ports `port_lo`..`port_hi`."""
     j = _JMP
@@ -62,19 +69,15 @@ def reply_filter(port_lo: int, port_hi: int) -> list[Insn]:
         (_LD | _B | _ABS, 9, None, None),  # protocol
         (j | _JEQ, _TCP, "tcp", None),
         (j | _JEQ, _ICMP, None, "drop"),
-        (_LD | _B | _IND, 0, None, None),  # ICMP type
-        (j | _JEQ, 3, "accept", None),  # destination unreachable
-        (j | _JEQ, 11, "accept", None),  # time exceeded
-        (j | _JEQ, 12, "accept", "drop"),  # parameter problem
+        # ICMP type (at X): destination unreachable, time exceeded, parameter problem
+        *_accept_types((_LD | _B | _IND, 0, None, None), (3, 11, 12)),
         "ipv6",
         (_LDX | _W | _IMM, 40, None, None),  # fixed header; extension headers are not ours
         (_LD | _B | _ABS, 6, None, None),  # next header
         (j | _JEQ, _TCP, "tcp", None),
         (j | _JEQ, _ICMPV6, None, "drop"),
-        (_LD | _B | _ABS, 40, None, None),  # ICMPv6 type
-        (j | _JEQ, 1, "accept", None),  # destination unreachable
-        (j | _JEQ, 3, "accept", None),  # time exceeded
-        (j | _JEQ, 4, "accept", "drop"),  # parameter problem
+        # ICMPv6 type: destination unreachable, time exceeded, parameter problem
+        *_accept_types((_LD | _B | _ABS, 40, None, None), (1, 3, 4)),
         "tcp",  # X = offset of the TCP header
         (_LD | _B | _IND, 13, None, None),  # flags
         (j | _JSET, _RST, "ports", None),

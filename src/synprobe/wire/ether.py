@@ -18,6 +18,7 @@ import struct
 from typing import NamedTuple
 
 from synprobe.wire.checksum import finish, ones_sum, pseudo_header_sum
+from synprobe.wire.packets import ip_version
 
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
@@ -61,12 +62,7 @@ def is_unicast_mac(mac: bytes) -> bool:
 
 def ethertype_of(packet: bytes) -> int:
     """The ethertype that carries an IP packet, from its version nibble."""
-    version = packet[0] >> 4 if packet else 0
-    if version == 4:
-        return ETH_P_IP
-    if version == 6:
-        return ETH_P_IPV6
-    raise ValueError(f"not an IP packet (version {version})")
+    return ETH_P_IPV6 if ip_version(packet) == 6 else ETH_P_IP
 
 
 def ether_header(dst: bytes, src: bytes, ethertype: int) -> bytes:

@@ -36,20 +36,27 @@ def syn_option_bytes(mss: int, ts_val: int = DEFAULT_TS_VAL, wscale: int = DEFAU
     return struct.pack("!BBH BB BBII B BBB", 2, 4, mss, 4, 2, 8, 10, ts_val, 0, 1, 3, 3, wscale)
 
 
-def syn_packet(
-    source: str,
-    *,
-    mss: int | None = None,
-    window: int = DEFAULT_WINDOW,
-    ttl: int = DEFAULT_TTL,
-    ts_val: int = DEFAULT_TS_VAL,
-    wscale: int = DEFAULT_WSCALE,
-) -> bytes:
+def ip_version(packet: bytes) -> int:
+    """4 or 6, from an IP packet's version nibble; ValueError for anything else."""
+    version = packet[0] >> 4 if packet else 0
+    if version not in (4, 6):
+        raise ValueError(f"not an IP packet (version {version})")
+    return version
+
+
+def default_mss(source: str, mss: int | None = None) -> int:
+    """`mss`, or the one Linux announces on a 1500-byte link for the family of `source`."""
+    if mss is not None:
+        return mss
+    return DEFAULT_MSS_V6 if ipaddress.ip_address(source).version == 6 else DEFAULT_MSS_V4
+
+
+def syn_packet(source: str, *, mss: int | None = None, window: int = DEFAULT_WINDOW,
+               ttl: int = DEFAULT_TTL, ts_val: int = DEFAULT_TS_VAL,
+               wscale: int = DEFAULT_WSCALE) -> bytes:
     """The SYN template `syn.syn_template(source, ...)` is made from, byte for byte."""
-    v6 = ipaddress.ip_address(source).version == 6
-    if mss is None:
-        mss = DEFAULT_MSS_V6 if v6 else DEFAULT_MSS_V4
-    return tcp_packet(source, _SYN, window, syn_option_bytes(mss, ts_val, wscale), ttl)
+    options = syn_option_bytes(default_mss(source, mss), ts_val, wscale)
+    return tcp_packet(source, _SYN, window, options, ttl)
 
 
 def rst_packet(source: str, *, ttl: int = DEFAULT_TTL) -> bytes:

@@ -58,7 +58,7 @@ _TCP_HEAD = struct.Struct("!HH4xIBB")
 # IPv4 (20-byte header) + TCP: total length, fragment field, protocol skipped, source,
 # destination, then as _TCP_HEAD: 34 bytes.
 _V4_TCP = struct.Struct("!2xH2xH4x4s4sHH4xIBB")
-SNAP = 512  # what a receiver keeps of each packet (rawio.RECV_BYTES): longer ones come cut
+SNAP = 512  # what a receiver keeps of each packet (kernel.mmsg.RECV_BYTES): longer ones come cut
 # A quoted TCP header: RFC 792 promises only the first 8 bytes, enough for ports and seq.
 _QUOTED_TCP = struct.Struct("!HHI")
 

@@ -25,12 +25,11 @@ from synprobe.wire.checksum import MOD, ones_sum, pseudo_header_sum
 # Realistic Linux SYN defaults (see packets.py, the scapy-free encoder of the same bytes); the
 # options are in the order tcp_options_write() emits them.
 from synprobe.wire.packets import (  # re-exported: syn.py is where callers look
-    DEFAULT_MSS_V4,
-    DEFAULT_MSS_V6,
     DEFAULT_TS_VAL,
     DEFAULT_TTL,
     DEFAULT_WINDOW,
     DEFAULT_WSCALE,
+    default_mss,
 )
 
 _V4_HEADER = 20
@@ -159,19 +158,11 @@ def syn_options(
     ]
 
 
-def syn_template(
-    source: str,
-    *,
-    mss: int | None = None,
-    window: int = DEFAULT_WINDOW,
-    ttl: int = DEFAULT_TTL,
-    ts_val: int = DEFAULT_TS_VAL,
-    wscale: int = DEFAULT_WSCALE,
-) -> PacketTemplate:
+def syn_template(source: str, *, mss: int | None = None, window: int = DEFAULT_WINDOW,
+                 ttl: int = DEFAULT_TTL, ts_val: int = DEFAULT_TS_VAL,
+                 wscale: int = DEFAULT_WSCALE) -> PacketTemplate:
     """A SYN template from the numeric address `source` (IPv4 or IPv6). Imports scapy."""
-    v6 = ipaddress.ip_address(source).version == 6
-    if mss is None:
-        mss = DEFAULT_MSS_V6 if v6 else DEFAULT_MSS_V4
+    mss = default_mss(source, mss)
     tcp: dict[str, Any] = {
         "flags": "S",
         "window": window,

@@ -18,6 +18,7 @@ import struct
 from typing import NamedTuple
 
 from synprobe.wire.checksum import checksum
+from synprobe.wire.packets import ip_version
 
 IPPROTO_IPIP = 4  # IPv4 in IP
 IPPROTO_IPV6 = 41  # IPv6 in IP
@@ -32,12 +33,7 @@ _DF = 0x4000
 
 def inner_proto(inner: bytes) -> int:
     """The outer header's protocol number for `inner`: 4 for IPv4, 41 for IPv6."""
-    version = inner[0] >> 4 if inner else 0
-    if version == 4:
-        return IPPROTO_IPIP
-    if version == 6:
-        return IPPROTO_IPV6
-    raise ValueError(f"not an IP packet (version {version})")
+    return IPPROTO_IPV6 if ip_version(inner) == 6 else IPPROTO_IPIP
 
 
 def _dscp_ecn(inner: bytes) -> int:

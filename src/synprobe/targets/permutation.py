@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from itertools import repeat
 
 from synprobe.errors import UsageError
-from synprobe.primes import group_for
+from synprobe.targets.primes import group_for
 
 
 @dataclass(frozen=True, slots=True)

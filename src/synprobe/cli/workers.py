@@ -1,13 +1,13 @@
 """Spread one CLI run over several processes, one per core: each probes a disjoint shard.
 
 One Python thread tops out near 26,000 half-open checks per second here (the GIL, not the
-kernel, is the limit), so a large run forks once per extra core; each child runs the same
-command line with `--shard` set to its own slice of the same seeded permutation, and the parent
-probes the first slice itself. Forked, not spawned: a child starts probing at once instead of
-~0.1 s later (a fresh interpreter and its imports), which on a 65,536-target run left the
-parent idle at the end. The fork happens before the parent starts any thread. Workers write
-result lines straight to the shared stdout in whole-line chunks (see output.LineSink) and hand
-their summary back on a pipe.
+kernel, is the limit), so a large run forks once per extra core; each child runs its share of
+the run config (its slice of the same seeded permutation, inherited through the fork, never
+re-parsed), and the parent probes the first slice itself. Forked, not spawned: a child starts
+probing at once instead of ~0.1 s later (a fresh interpreter and its imports), which on a
+65,536-target run left the parent idle at the end. The fork happens before the parent starts
+any thread. Workers write result lines straight to the shared stdout in whole-line chunks (see
+output.LineSink) and hand their summary back on a pipe.
 
 A worker never outlives its parent: it asks the kernel for SIGTERM when the parent dies
 (PR_SET_PDEATHSIG) right after the fork, and then checks that the parent is still the one that
@@ -21,11 +21,10 @@ import contextlib
 import ctypes
 import json
 import os
-import secrets
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -39,24 +38,15 @@ def auto_workers(engine: str, targets: int) -> int:
 
 
 class Workers:
-    """Starts workers 1..n-1 of a run; the caller runs worker 0's shard itself."""
+    """Starts workers 1..count-1 of a run; the caller runs worker 0's share itself."""
 
-    def __init__(self, argv: Sequence[str], count: int, seed: int | None,
-                 shard: tuple[int, int], rate: float | None, concurrency: int,
-                 port_ranges: list[str] | None = None) -> None:
-        self.seed = seed if seed is not None else secrets.randbits(62)
-        first, of = shard
-        # Worker j takes every count-th position of the caller's shard: shard first + of*j of
-        # of*count in the same permutation, so the workers partition exactly the caller's part.
-        self.shards = [(first + of * j, of * count) for j in range(count)]
-        self.rate = rate / count if rate else None
-        self.concurrency = max(1, concurrency // count)
-        self._argv = list(argv)
-        self._port_ranges = port_ranges
+    def __init__(self, count: int) -> None:
+        self.count = count
         self._children: list[tuple[int, int]] = []  # (pid, read end of its summary pipe)
 
-    def start(self, run: Callable[[list[str]], int]) -> None:
-        """Fork workers 1..n-1, each running `run(argv)` (the CLI's main) on its own shard.
+    def start(self, run: Callable[[int, int], int]) -> None:
+        """Fork workers 1..count-1, each running `run(worker, summary_fd)`: the worker's share
+        of the run config comes with the fork, nothing is parsed again.
 
         Call it before this process starts any thread (a fork copies only the calling thread,
         so a lock held by another would stay locked in the child forever)."""
@@ -68,13 +58,8 @@ class Workers:
             raise RuntimeError("workers must be forked from the main thread")
         libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork: nothing to do after
         parent = os.getpid()
-        for worker, (index, part) in enumerate(self.shards[1:], start=1):
+        for worker in range(1, self.count):
             read_end, write_end = os.pipe()
-            argv = [*self._argv, "--workers", "1", "--seed", str(self.seed),
-                    "--shard", f"{index}/{part}", "--rate", str(self.rate or 0),
-                    "--concurrency", str(self.concurrency), "--worker-fd", str(write_end)]
-            if self._port_ranges:
-                argv += ["--sport-range", self._port_ranges[worker]]
             sys.stdout.flush()
             sys.stderr.flush()
             pid = os.fork()
@@ -85,17 +70,13 @@ class Workers:
                     os.close(read_end)
                     for _, other in self._children:
                         os.close(other)
-                    code = run(argv)
+                    code = run(worker, write_end)
                 except KeyboardInterrupt as exc:  # a signal before the worker's own handlers
                     code = 128 + getattr(exc, "signum", signal.SIGINT)
                 finally:
                     os._exit(code)
             os.close(write_end)
             self._children.append((pid, read_end))
-
-    @property
-    def own_shard(self) -> tuple[int, int]:
-        return self.shards[0]
 
     def join(self) -> tuple[list[int], list[dict[str, object]]]:
         """Exit codes and summaries of the workers, once they have all ended."""

@@ -15,11 +15,11 @@ from socket import AF_INET6, inet_ntoa, inet_ntop
 
 from netaddr import IPSet
 
-from synprobe.addresses import format_ip
 from synprobe.errors import UsageError
-from synprobe.intervals import Interval, merge
 from synprobe.model import Target
-from synprobe.permutation import iter_permutation
+from synprobe.targets.addresses import format_ip
+from synprobe.targets.intervals import Interval, merge
+from synprobe.targets.permutation import iter_permutation
 
 # Beyond this a scan cannot end (2**62 probes at 10 Mpps is 14,000 years), and lengths past
 # sys.maxsize would break len(); such a space is a typo ("::/0"), refused whatever the flags.

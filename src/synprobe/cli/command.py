@@ -4,31 +4,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import inspect
 import json
 import os
 import signal
-import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Sequence
+from typing import TextIO
 
-from synprobe.api import ResultStream, check_via_support, make_options, probe_many
-from synprobe.cli_args import Parser, VersionAction
-from synprobe.errors import EngineUnavailable, SynprobeError, UsageError
-from synprobe.fdlimit import (
-    RAW_INFLIGHT_BUDGET,
-    RAW_RECORD_BYTES,
-    SHAKER_AUTO_MAX,
-    cli_concurrency,
-)
-from synprobe.localaddr import check_source
-from synprobe.marks import parse_mark
-from synprobe.model import Target
-from synprobe.output import (
+from synprobe.api import ResultStream, check_via_support
+from synprobe.cli.args import Parser, VersionAction
+from synprobe.cli.config import RunConfig, build_config
+from synprobe.cli.output import (
     CsvWriter,
     JsonWriter,
     LineSink,
@@ -38,21 +29,21 @@ from synprobe.output import (
     lost_replies,
     merge_stats,
 )
-from synprobe.registry import create_engine, engines
-from synprobe.space import DEFAULT_LIMIT
-from synprobe.stops import StopSignals
-from synprobe.targets import (
-    Prepared,
-    build_space,
-    iter_target_file,
-    parse_ports,
-    parse_shard,
-    parse_via,
-    with_vias,
+from synprobe.cli.stops import StopSignals
+from synprobe.cli.workers import Workers, auto_workers
+from synprobe.engines.base import Engine
+from synprobe.engines.raw.options import RST_MODES, VIA_MODES
+from synprobe.errors import SynprobeError, UsageError
+from synprobe.kernel.fdlimit import (
+    RAW_INFLIGHT_BUDGET,
+    RAW_RECORD_BYTES,
+    SHAKER_AUTO_MAX,
 )
+from synprobe.model import Target
+from synprobe.registry import create_engine, engines
 from synprobe.textsafe import visible
-from synprobe.wire.cookie import DEFAULT_PORT_HI, DEFAULT_PORT_LO
-from synprobe.workers import Workers, auto_workers
+
+Writer = TableWriter | JsonWriter | CsvWriter
 
 EXIT_ALL_OPEN = 0
 EXIT_NOT_ALL_OPEN = 1
@@ -135,13 +126,13 @@ def build_parser(stdout: TextIO | None = None) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the target order (default: random)")
     p.add_argument("--shard", metavar="I/N", help="probe only part I of N (0-based) of the "
                    "targets; N runs with the same --seed cover them exactly once")
-    p.add_argument("--rst", choices=["kernel", "self"], default=None,
+    p.add_argument("--rst", choices=RST_MODES, default=None,
                    help="raw engine: who resets an open port: the kernel (default; the SYN left "
                    "from a port no socket owns) or the engine itself")
     p.add_argument("--via", action="append", default=[], metavar="IP",
                    help="check each target through this real server (DSR; repeatable: one "
                    "result per target and real server; raw engine)")
-    p.add_argument("--via-mode", choices=["l2", "ipip"], default=None,
+    p.add_argument("--via-mode", choices=VIA_MODES, default=None,
                    help="raw engine, with --via: send the SYN in a frame to the real server's "
                    "MAC (l2, default: direct routing, the real server on a local link) or in "
                    "IP-in-IP to it (ipip: LVS tunnelling); the engine then resets open ports "
@@ -155,9 +146,6 @@ def build_parser(stdout: TextIO | None = None) -> argparse.ArgumentParser:
                    help="processes to spread the run over, each probing a disjoint shard (raw "
                    "workers also split --sport-range); default: one per core, at most 4, for "
                    "runs of 20,000+ targets with either engine, else 1")
-    p.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # set for worker processes
-    # The parent's --max-time as an absolute time.monotonic(): one deadline for every worker.
-    p.add_argument("--worker-deadline", type=float, help=argparse.SUPPRESS)
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be sent, send nothing (tcpdump-style lines; with "
                    "--json one JSON object per check)")
@@ -169,196 +157,109 @@ def build_parser(stdout: TextIO | None = None) -> argparse.ArgumentParser:
     return p
 
 
-def _tokens(args: argparse.Namespace) -> Iterator[str]:
-    yield from args.targets
-    for path in args.input_list:
-        yield from iter_target_file(path)
-
-
-def _engine_options(args: argparse.Namespace) -> dict[str, object]:
-    extra: dict[str, object] = {}
-    if args.rst is not None:
-        if args.engine != "raw":
-            raise UsageError("--rst applies to the raw engine only")
-        extra["rst"] = args.rst
-    if args.mark is not None:
-        extra["mark"] = parse_mark(args.mark)
-    if args.via_mode is not None:
-        if args.engine != "raw":
-            raise UsageError("--via-mode applies to the raw engine only")
-        if not args.via:
-            raise UsageError("--via-mode applies to checks through a real server: give --via")
-        extra["via_mode"] = args.via_mode
-    if args.sport_range is not None:
-        if args.engine != "raw":
-            raise UsageError("--sport-range applies to the raw engine only")
-        extra["sport_range"] = args.sport_range
-    return extra
-
-
-def _deadline(args: argparse.Namespace, started: float) -> float | None:
-    """The run's deadline as a time.monotonic() value, or None."""
-    if args.max_time is not None and not args.max_time > 0:
-        raise UsageError("--max-time must be a positive number of seconds")
-    if args.worker_deadline is not None:
-        return float(args.worker_deadline)
-    return None if args.max_time is None else started + args.max_time
-
-
-def _source(args: argparse.Namespace, extra: dict[str, object]) -> str | None:
-    """--source as the kernel will see it: an address of this host (or --freebind), checked
-    before anything is sent or printed, so that free text never reaches a result row."""
-    if args.freebind:
-        if args.source is None:
-            raise UsageError("--freebind applies to a --source address: give --source")
-        extra["freebind"] = True
-    if args.source is None:
-        return None
-    return check_source(args.source, freebind=args.freebind, name="--source",
-                        opt_in="--freebind")
-
-
-def run(args: argparse.Namespace, argv: Sequence[str], stdout: TextIO, stderr: TextIO,
-        stops: StopSignals) -> int:
-    deadline = _deadline(args, time.monotonic())
-    extra = _engine_options(args)
-    source = _source(args, extra)
-    if args.concurrency is not None and args.concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
-    ports = parse_ports(args.ports) if args.ports else None
-    excludes = [e for arg in args.exclude for e in arg.split(",") if e.strip()]
-    names: list[str] = []
-
-    def resolver(host: str, *rest: Any, **kw: Any) -> Any:
-        names.append(host)  # workers would resolve again, and might get other answers
-        return socket.getaddrinfo(host, *rest, **kw)
-
-    space = build_space(_tokens(args), ports, excludes=excludes, exclude_files=args.exclude_file,
-                        resolver=resolver)
-    if len(space) == 0:
-        raise UsageError("no targets to probe (all excluded, or none given; see --help)")
-    if source is not None and (":" in source) not in space.families:
-        v6 = ":" in source
-        raise UsageError(f"--source {source} is an IPv{6 if v6 else 4} address but every "
-                         f"target is IPv{4 if v6 else 6}")
-    vias = [parse_via(v) for v in args.via]
-    planned = len(space) * max(1, len(vias))
-    if planned > DEFAULT_LIMIT and not args.allow_large:
-        raise UsageError(f"{planned:,} checks is more than {DEFAULT_LIMIT:,}; pass --allow-large "
-                         "if you mean it")
-    if args.workers < 0:
-        raise UsageError("--workers must be 0 (auto) or more")
-    shard = parse_shard(args.shard) if args.shard else (0, 1)
-    total = planned // shard[1]
-    count = args.workers or auto_workers(args.engine, total)
-    rereadable = "-" not in args.input_list and not names
-    if count > 1 and args.workers and not rereadable:
-        raise UsageError("--workers: each worker reads the targets again, which cannot work "
-                         "with -iL - (stdin) or host names (resolved per process); give "
-                         "addresses or a file")
-    forking = count > 1 and args.worker_fd is None and rereadable
-    processes = count if forking else 1
-    # Sized per process, by the checks each will make (a one-target run needs one socket).
-    concurrency = cli_concurrency(
-        args.concurrency, engine=args.engine, workers=processes, checks=-(-total // processes),
-        rate=args.rate or None, timeout=args.timeout, attempts=max(1, args.retries + 1))
-    options = dict(timeout=args.timeout, retries=args.retries, concurrency=concurrency,
-                   rate=args.rate or None, source=source, **extra)
-
-    engine = create_engine(args.engine, make_options(**options))
+def run(config: RunConfig, stdout: TextIO, stderr: TextIO, stops: StopSignals) -> int:
+    """The parent's run: its engine is made once, checked (preflight), then used for its share;
+    workers are forked after the checks and before any thread starts."""
+    shares = config.shares()
+    engine = create_engine(config.engine, shares[0].options)
     try:
-        check_via_support(engine, vias)
-        if args.dry_run:
-            describe = _dry_run_describer(engine, args.engine, args.json)
-            for target in with_vias(space.iter(args.seed, shard[0], shard[1]), vias):
+        check_via_support(engine, config.vias)
+        if config.dry_run:
+            describe = _dry_run_describer(engine, config.engine, config.output.format == "json")
+            for target in config.targets():
                 stdout.write(describe(target) + "\n")
+            engine.close()
             return EXIT_ALL_OPEN
         # What would fail the run (privileges, unusable real servers) fails now, before any
-        # output or worker.
-        preflight = getattr(engine, "preflight", None)
-        if preflight is not None:
-            preflight(vias, space.families)
-    finally:
+        # output or worker. The sockets it opens are the ones the run uses.
+        engine.preflight(config.vias, config.space.families)
+        writer = _writer(config, stdout)
+        workers = None
+        if len(shares) > 1:
+            writer.out.flush()  # the header, before any worker's row
+            workers = Workers(len(shares))
+            workers.start(functools.partial(_worker, shares, engine, stdout, stderr))
+    except BaseException:
         engine.close()
-
-    workers = None
-    seed = args.seed
-    if forking:
-        port_ranges = _split_ports(args, count) if args.engine == "raw" else None
-        worker_argv = list(argv)
-        if deadline is not None:
-            worker_argv += ["--worker-deadline", repr(deadline)]
-        workers = Workers(worker_argv, count, seed, shard, options["rate"],  # type: ignore[arg-type]
-                          concurrency * count, port_ranges)
-        seed, shard = workers.seed, workers.own_shard
-        options.update(rate=workers.rate, concurrency=workers.concurrency)
-        if port_ranges:
-            options["sport_range"] = port_ranges[0]
+        raise
     try:
-        if workers is not None:
-            workers.start(main)  # before this process starts its engine thread: see start()
-        results = probe_many(Prepared(space.iter(seed, shard[0], shard[1])),
-                             engine=args.engine, via=vias, **options)
-        with results:
-            if deadline is not None:
-                results.stop_at(deadline)
-
-            def stop(signum: int) -> None:  # in the signal handler: flags and kill() only
-                results.abort()
-                if workers is not None:
-                    workers.signal(signum)
-
-            stops.on_stop(stop)
-            return _report(args, results, total, space.has_ipv6, workers, stops, stdout,
-                           stderr)
+        return _stream(shares[0], engine, writer, workers, stops, stdout, stderr)
     finally:
         if workers is not None:
             workers.terminate()  # only if we are leaving early; a no-op otherwise
 
 
-def _dry_run_describer(engine: object, name: str, as_json: bool) -> Callable[[Target], str]:
+def _worker(shares: list[RunConfig], inherited: Engine, stdout: TextIO, stderr: TextIO,
+            worker: int, summary_fd: int) -> int:
+    """In a forked worker: its own engine for its share (the parent's copy is closed: its
+    sockets belong to the parent's share), then the run, as the CLI's main would."""
+    inherited.close()
+    config = dataclasses.replace(shares[worker], summary_fd=summary_fd)
+    # A worker ignores a second stop signal: a Ctrl-C reaches it from the terminal and again
+    # from its parent, and it must still hand back what it completed.
+    stops = StopSignals(insist_to_quit=False)
+    stops.install()
+
+    def body() -> int:
+        engine = create_engine(config.engine, config.options)
+        try:
+            engine.preflight(config.vias, config.space.families)
+        except BaseException:
+            engine.close()
+            raise
+        return _stream(config, engine, _writer(config, stdout), None, stops, stdout, stderr)
+
+    try:
+        return _guarded(body, stderr, is_worker=True)
+    finally:
+        stops.restore()
+
+
+def _stream(config: RunConfig, engine: Engine, writer: Writer, workers: Workers | None,
+            stops: StopSignals, stdout: TextIO, stderr: TextIO) -> int:
+    results = ResultStream(engine, config.targets())
+    with results:
+        if config.deadline is not None:
+            results.stop_at(config.deadline)
+
+        def stop(signum: int) -> None:  # in the signal handler: flags and kill() only
+            results.abort()
+            if workers is not None:
+                workers.signal(signum)
+
+        stops.on_stop(stop)
+        return _report(config, results, writer, workers, stops, stdout, stderr)
+
+
+def _dry_run_describer(engine: Engine, name: str, as_json: bool) -> Callable[[Target], str]:
     """The engine's describe(), in JSON with --json. An engine written before JSON dry runs
     (a plug-in without `as_json`) still has its text form."""
-    describe = engine.describe  # type: ignore[attr-defined]
+    describe = engine.describe
     if not as_json:
-        return describe  # type: ignore[no-any-return]
+        return describe
     if "as_json" not in inspect.signature(describe).parameters:
         raise UsageError(f"--dry-run --json: the {name} engine describes its packets only as "
                          "text; drop --json")
     return functools.partial(describe, as_json=True)
 
 
-def _split_ports(args: argparse.Namespace, count: int) -> list[str]:
-    """Raw workers each get a slice of the source-port range: every worker's packet socket
-    sees every reply, and its BPF filter drops those for the other workers' ports."""
-    lo, hi = DEFAULT_PORT_LO, DEFAULT_PORT_HI
-    if args.sport_range:
-        try:
-            lo, hi = (int(x) for x in args.sport_range.split("-"))
-        except ValueError:
-            raise UsageError(f"bad --sport-range {args.sport_range!r}: expected LO-HI") from None
-    step = (hi - lo + 1) // count
-    if step < 1:
-        raise UsageError(f"--sport-range {lo}-{hi} is too small for {count} workers")
-    return [f"{lo + i * step}-{hi if i == count - 1 else lo + (i + 1) * step - 1}"
-            for i in range(count)]
-
-
-def _report(args: argparse.Namespace, results: ResultStream, total: int, has_ipv6: bool,
-            workers: Workers | None, stops: StopSignals, stdout: TextIO,
-            stderr: TextIO) -> int:
-    is_worker = args.worker_fd is not None
+def _writer(config: RunConfig, stdout: TextIO) -> Writer:
+    """The rows' writer; the parent's writes the header (a worker's rows follow it)."""
+    out, header = config.output, not config.is_worker
     sink = LineSink(stdout, line_buffered=stdout.isatty())
-    if args.json:
-        writer: TableWriter | JsonWriter | CsvWriter = JsonWriter(sink)
-    elif args.csv:
-        writer = CsvWriter(sink, header=not is_worker)
-    else:
-        colour = not args.no_color and stdout.isatty()
-        writer = TableWriter(sink, colour=colour, host_width=39 if has_ipv6 else 15,
-                             header=not is_worker, via=bool(args.via))
+    if out.format == "json":
+        return JsonWriter(sink)
+    if out.format == "csv":
+        return CsvWriter(sink, header=header)
+    return TableWriter(sink, colour=not out.no_color and stdout.isatty(), header=header,
+                       host_width=39 if config.space.has_ipv6 else 15, via=out.via)
+
+
+def _report(config: RunConfig, results: ResultStream, writer: Writer, workers: Workers | None,
+            stops: StopSignals, stdout: TextIO, stderr: TextIO) -> int:
+    is_worker, out, total = config.is_worker, config.output, config.total
     tally = Tally(total)
-    progress = not args.quiet and not is_worker and stderr.isatty()
+    progress = not out.quiet and not is_worker and stderr.isatty()
     next_progress = time.monotonic() + 1.0
     try:
         with results:
@@ -384,23 +285,24 @@ def _report(args: argparse.Namespace, results: ResultStream, total: int, has_ipv
         for summary in summaries:
             tally.merge(summary)
             merge_stats(stats, summary["stats"])  # type: ignore[arg-type]
-    summary = tally.summary(args.engine, stats)
+    summary = tally.summary(config.engine, stats)
     # A stop signal to this process, or to a worker alone (its rows are written, and it
     # says nothing: the parent speaks for the run).
     interrupted = stops.signum or next((c - 128 for c in codes[1:] if c > 128), None)
     # Only a deadline or a signal leaves checks unstarted; the parent's tally includes its
     # workers'.
     unprobed = 0
-    if (args.max_time or interrupted) and not is_worker:
+    if (config.max_time or interrupted) and not is_worker:
         unprobed = max(0, total - tally.done)
     if is_worker:
-        with contextlib.suppress(BrokenPipeError), os.fdopen(args.worker_fd, "w") as pipe:
+        with contextlib.suppress(BrokenPipeError), os.fdopen(config.summary_fd, "w") as pipe:
             json.dump(summary, pipe)
         return codes[0] if interrupted is None else 128 + interrupted
-    if not args.quiet:
+    if not out.quiet:
         if progress:
             stderr.write("\r\033[K")
-        stderr.write((json.dumps({"summary": summary}) if args.json else format_summary(summary))
+        stderr.write((json.dumps({"summary": summary}) if out.format == "json"
+                      else format_summary(summary))
                      + "\n")
     if interrupted is not None:  # the one "interrupted" line of a run, workers' included
         stderr.write(f"synprobe: interrupted ({signal.Signals(interrupted).name}): "
@@ -438,27 +340,28 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
     except UsageError as exc:  # one line naming the token, and a pointer to --help
         stderr.write(f"synprobe: error: {visible(str(exc))}\n")
         return EXIT_USAGE
-    is_worker = args.worker_fd is not None
-    # A worker ignores a second stop signal: a Ctrl-C reaches it from the terminal and again
-    # from its parent, and it must still hand back what it completed.
-    stops = StopSignals(insist_to_quit=not is_worker)
+    stops = StopSignals()
     stops.install()
     try:
-        if not args.targets and not args.input_list:
-            raise UsageError("no targets given (see --help for examples)")
-        return run(args, argv, stdout, stderr, stops)
+        return _guarded(lambda: run(build_config(args, auto_workers), stdout, stderr, stops),
+                        stderr, is_worker=False)
+    finally:
+        stops.restore()
+
+
+def _guarded(body: Callable[[], int], stderr: TextIO, *, is_worker: bool) -> int:
+    """`body()`'s exit code, or the documented one for what it raised, said in one line."""
+    try:
+        return body()
     except UsageError as exc:
         stderr.write(f"synprobe: error: {visible(str(exc))}\n")
         return EXIT_USAGE
-    except (EngineUnavailable, PermissionError) as exc:
-        stderr.write(f"synprobe: error: {visible(str(exc))}\n")
-        return EXIT_RUNTIME
-    except SynprobeError as exc:
+    except (SynprobeError, PermissionError) as exc:  # EngineUnavailable, EngineError
         stderr.write(f"synprobe: error: {visible(str(exc))}\n")
         return EXIT_RUNTIME
     except BrokenPipeError:  # the reader went away (| head): not worth a message
         return EXIT_RUNTIME
-    except OSError as exc:
+    except OSError as exc:  # PermissionError included: reading a target file, a pipe
         stderr.write(f"synprobe: error: {visible(str(exc.strerror or exc))}\n")
         return EXIT_RUNTIME
     except KeyboardInterrupt as exc:  # a stop signal before the run could stop gracefully
@@ -470,6 +373,3 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
         stderr.write("synprobe: internal error (please report it):\n"
                      + traceback.format_exc())
         return EXIT_RUNTIME
-    finally:
-        stops.restore()
-

@@ -1,4 +1,4 @@
-"""Direct-routing (L2 DSR) paths to real servers, and the packet sockets that send frames on them.
+"""Direct-routing (L2 DSR) paths to real servers: route, interface and neighbour (MAC).
 
 For a check of VIP:port through real server RS, the SYN to the VIP must leave in a frame
 addressed to RS's MAC, on the interface that reaches RS. `L2Resolver.path(rs)` finds that out
@@ -33,8 +33,9 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from synprobe.engines.netlink import ARPHRD_ETHER, RTN_LOCAL, RTN_UNICAST, NetlinkSocket
 from synprobe.errors import SynprobeError, UsageError
+from synprobe.kernel.netlink import NetlinkSocket
+from synprobe.kernel.sockets import SocketFactory, ntop
 from synprobe.wire.ether import (
     ETH_P_ARP,
     ETH_P_IP,
@@ -47,8 +48,7 @@ from synprobe.wire.ether import (
     parse_arp_reply,
     parse_neighbor_advert,
 )
-
-SocketFactory = Callable[..., socket.socket]
+from synprobe.wire.netlink import ARPHRD_ETHER, RTN_LOCAL, RTN_UNICAST
 
 
 class NeighbourUnresolved(SynprobeError):
@@ -80,11 +80,7 @@ class L2Path(NamedTuple):
                             ETH_P_IPV6 if len(self.via) == 16 else ETH_P_IP)
 
     def __str__(self) -> str:
-        return f"{_ntop(self.via)} at {format_mac(self.dst_mac)} on {self.ifname}"
-
-
-def _ntop(addr: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET6 if len(addr) == 16 else socket.AF_INET, addr)
+        return f"{ntop(self.via)} at {format_mac(self.dst_mac)} on {self.ifname}"
 
 
 def _errno_name(code: int) -> str:
@@ -143,32 +139,33 @@ class L2Resolver:
         self._cache.clear()
 
     def _find(self, via: bytes, ask: bool) -> L2Path:
-        text = _ntop(via)
+        text = ntop(via)
         with self._netlink() as nl:
             route = nl.route(via, self.mark)
             if isinstance(route, int):
-                raise UsageError(f"--via {text}: the kernel has no route to it "
+                raise UsageError(f"real server {text}: the kernel has no route to it "
                                  f"({_errno_name(route)}); direct routing needs the real server "
                                  f"on a directly connected network")
             if route.kind == RTN_LOCAL:
-                raise UsageError(f"--via {text} is an address of this host, not a real server")
+                raise UsageError(f"real server {text} is an address of this host, not a real "
+                                 "server")
             if route.kind != RTN_UNICAST:
-                raise UsageError(f"--via {text}: its route is of type {route.kind_name}, not a "
-                                 f"host on a directly connected network")
+                raise UsageError(f"real server {text}: its route is of type {route.kind_name}, "
+                                 "not a host on a directly connected network")
             link = nl.link(route.oif) if route.oif is not None else None
             if link is None:
-                raise UsageError(f"--via {text}: the kernel names no interface for it")
+                raise UsageError(f"real server {text}: the kernel names no interface for it")
             if route.gateway is not None:
                 raise UsageError(
-                    f"--via {text} is not on a directly connected network (the route goes via "
-                    f"{_ntop(route.gateway)} on {link.name}); direct routing (L2) needs the real "
-                    f"server on one of this host's links: use --via-mode ipip to reach it "
+                    f"real server {text} is not on a directly connected network (the route goes "
+                    f"via {ntop(route.gateway)} on {link.name}); direct routing (L2) needs the "
+                    f"real server on one of this host's links: use via mode ipip to reach it "
                     f"through a tunnel, or check from a host on its segment")
             if link.hatype != ARPHRD_ETHER or link.address is None or len(link.address) != 6:
-                raise UsageError(f"--via {text}: {link.name} is not an Ethernet interface "
+                raise UsageError(f"real server {text}: {link.name} is not an Ethernet interface "
                                  f"(type {link.hatype}); direct routing needs MAC addresses")
             if not link.up:
-                raise UsageError(f"--via {text}: interface {link.name} is down")
+                raise UsageError(f"real server {text}: interface {link.name} is down")
             source = self._source(via, route.prefsrc, text)
             neigh = nl.neighbour(via, link.index)
         if neigh is not None and neigh.usable and neigh.lladdr is not None:
@@ -185,12 +182,12 @@ class L2Resolver:
             family = socket.AF_INET6 if ":" in self.source else socket.AF_INET
             packed = socket.inet_pton(family, self.source)
             if len(packed) != len(via):
-                raise UsageError(f"--source {self.source} and --via {text} are of different "
+                raise UsageError(f"source {self.source} and real server {text} are of different "
                                  f"IP versions")
             return packed
         if prefsrc is None or len(prefsrc) != len(via):
-            raise UsageError(f"--via {text}: no local address to send from on its link "
-                             f"(give --source)")
+            raise UsageError(f"real server {text}: no local address to send from on its link "
+                             f"(give a source address)")
         return prefsrc
 
     def _ask(self, via: bytes, ifname: str, our_mac: bytes, source: bytes, text: str) -> bytes:
@@ -226,36 +223,3 @@ class L2Resolver:
         finally:
             sock.close()
         raise NeighbourUnresolved(text, ifname, how)
-
-
-class FrameSender:
-    """Packet sockets (AF_PACKET, SOCK_RAW, protocol 0: they receive nothing), one per interface,
-    sending whole Ethernet frames. Needs CAP_NET_RAW (PermissionError otherwise)."""
-
-    def __init__(self, socket_factory: SocketFactory = socket.socket) -> None:
-        self._socket = socket_factory
-        self._socks: dict[str, socket.socket] = {}
-
-    def send(self, ifname: str, frames: list[bytes]) -> list[tuple[int, int]]:
-        """Send frames on `ifname`; return (index, errno) of those that failed."""
-        sock = self._socks.get(ifname)
-        if sock is None:
-            sock = self._socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
-            try:
-                sock.bind((ifname, 0))
-            except BaseException:
-                sock.close()
-                raise
-            self._socks[ifname] = sock
-        failed = []
-        for i, data in enumerate(frames):
-            try:
-                sock.send(data)
-            except OSError as exc:
-                failed.append((i, exc.errno or errno.EIO))
-        return failed
-
-    def close(self) -> None:
-        for sock in self._socks.values():
-            sock.close()
-        self._socks.clear()

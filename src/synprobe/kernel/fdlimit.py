@@ -16,6 +16,7 @@ from synprobe.errors import UsageError
 ENGINE_FDS = 8  # beside its sockets an engine holds an epoll fd and the runner's eventfd
 CLI_RESERVE = 64  # the CLI's stdio, worker pipes, imports: what else a CLI process opens
 SHAKER_AUTO_MAX = 16_384  # the CLI's default in-flight cap per process (see cli_concurrency)
+LIBRARY_SHAKER_MAX = 1000  # the library's: a library shares its process's files with its caller
 # The raw engine's in-flight table holds no file, only memory: a check in flight costs its
 # Target (~145 bytes), its record and table entry (~200; no packet: each SYN is built as it is
 # sent), ~345 bytes measured with tracemalloc (tests/unit/test_raw_inflight.py keeps it under
@@ -93,6 +94,18 @@ def cli_concurrency(requested: int | None, *, engine: str, workers: int, checks:
     wanted = min(SHAKER_AUTO_MAX, by_rate or SHAKER_AUTO_MAX, max(1, checks))
     allowed = raise_soft_limit(wanted + CLI_RESERVE) - CLI_RESERVE
     return max(1, min(wanted, allowed))
+
+
+def library_concurrency(engine: str) -> int:
+    """The library's default in-flight bound (the CLI sizes its own, cli_concurrency): the raw
+    engine's whole memory budget; for the shaker LIBRARY_SHAKER_MAX, or what the soft file
+    limit leaves room for now if that is less (the library never raises a limit)."""
+    if engine == "raw":
+        return raw_memory_cap(1)
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return LIBRARY_SHAKER_MAX
+    return max(1, min(LIBRARY_SHAKER_MAX, soft - open_fds() - ENGINE_FDS))
 
 
 def raw_memory_cap(workers: int) -> int:

@@ -1,30 +1,19 @@
-"""Socket plumbing for the raw engine: IPPROTO_RAW senders batched with sendmmsg(2), the filtered
-AF_PACKET receiver with its drop counter, the kernel's choice of source address, and the
-ephemeral port range. Bytes in and out only; the engine (raw.py) decides what they mean.
-"""
+"""sendmmsg(2) and recvmmsg(2) through ctypes: a batch of packets per system call, each received
+packet with the kernel's receive time. Bytes in and out only."""
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import socket
 import struct
 import time
-from collections.abc import Callable, Sequence
-
-from synprobe.localaddr import set_freebind
-from synprobe.marks import set_mark
-from synprobe.wire.bpf import attach_filter, reply_filter
-
-SocketFactory = Callable[..., socket.socket]
+from collections.abc import Sequence
 
 SOL_PACKET = 263
 PACKET_STATISTICS = 6  # struct tpacket_stats { unsigned tp_packets, tp_drops; }, reset on read
 ETH_P_ALL = 0x0003
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-IP_RECVERR = 11
-IPV6_RECVERR = 25
 RCVBUF_BYTES = 64 << 20  # queued replies are bounded by --concurrency; room for tens of thousands
 SNDBUF_BYTES = 4 << 20
 RECV_BYTES = 512  # every header a reply is validated on: at most 60 + 8 + 60 + 8 (ICMP quotes)
@@ -32,7 +21,6 @@ RECV_BYTES = 512  # every header a reply is validated on: at most 60 + 8 + 60 + 
 # the kernel's receive time, a struct timespec (CLOCK_REALTIME) in one control message.
 SO_TIMESTAMPNS = 35
 _CMSG_SPACE = 32  # CMSG_SPACE(sizeof(struct timespec)) on LP64: 16-byte header, 16 of data
-PORT_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"  # read in the caller's netns
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _sendmmsg = _libc.sendmmsg
@@ -63,16 +51,6 @@ class _Mmsghdr(ctypes.Structure):
 
 # Errors a later attempt may not see again: local congestion, not a verdict on the target.
 TRANSIENT_ERRNOS = frozenset({errno.ENOBUFS, errno.EAGAIN, errno.ENOMEM, errno.EINTR})
-
-
-def local_port_range(path: str = PORT_RANGE_FILE) -> tuple[int, int] | None:
-    """net.ipv4.ip_local_port_range of the calling thread's namespace (it covers IPv6 too)."""
-    try:
-        with open(path) as f:
-            lo, hi = (int(x) for x in f.read().split())
-    except (OSError, ValueError):
-        return None
-    return lo, hi
 
 
 class MmsgSender:
@@ -220,164 +198,3 @@ class MmsgReceiver:
                                              self._nsecs[:count].tolist(),
                                              self._ctl_lens[:count].tolist(), strict=True)]
         return got, stamps
-
-
-class PacketIO:
-    """The raw engine's sockets: a sender per family and the filtered packet receiver."""
-
-    def __init__(self, port_lo: int, port_hi: int, mark: int | None = None,
-                 socket_factory: SocketFactory = socket.socket, sender: type = MmsgSender) -> None:
-        self._socks: list[socket.socket] = []
-        self._dropped = 0
-        try:
-            self.senders = {v6: sender(self._raw_sender(v6, mark, socket_factory), v6)
-                            for v6 in (False, True)}
-            self.recv = self._receiver(port_lo, port_hi, socket_factory)
-        except BaseException:
-            self.close()
-            raise
-        self.recv_fd = self.recv.fileno()
-        self._batch: MmsgReceiver | None = None
-        self.stamps: list[float] = []  # receive times of the last `receive`'s packets
-
-    def _open(self, factory: SocketFactory, *args: int) -> socket.socket:
-        sock = factory(*args)
-        self._socks.append(sock)
-        return sock
-
-    def _raw_sender(self, v6: bool, mark: int | None, factory: SocketFactory) -> socket.socket:
-        # IPPROTO_RAW implies IP_HDRINCL (IPv6 too, since Linux 4.5): we write the IP header.
-        # Blocking with a send timeout: a full send buffer (a slow NIC's qdisc) paces us
-        # instead of dropping. RECVERR makes local drops (ENOBUFS) visible; without it the
-        # kernel reports success for a packet its queue discarded.
-        family = socket.AF_INET6 if v6 else socket.AF_INET
-        sock = self._open(factory, family, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                          socket.IPPROTO_RAW)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF_BYTES)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 0, 100_000))
-        if v6:
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
-        else:
-            sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
-        if mark is not None:
-            set_mark(sock, mark)
-        return sock
-
-    def _receiver(self, port_lo: int, port_hi: int, factory: SocketFactory) -> socket.socket:
-        # Protocol 0 receives nothing; the filter goes on before bind() starts delivery, so no
-        # unfiltered packet is ever queued. SOCK_DGRAM strips the link header (offset 0 is IP).
-        sock = self._open(factory, socket.AF_PACKET,
-                          socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, 0)
-        attach_filter(sock, reply_filter(port_lo, port_hi))
-        # Receive times per packet, for RTTs per SYN rather than per batch read. The kernel
-        # stamps packets at netif_receive_skb once any socket asks (net_enable_timestamp).
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        try:  # SO_RCVBUFFORCE (CAP_NET_ADMIN) passes net.core.rmem_max; SO_RCVBUF is capped
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF_BYTES)
-        except PermissionError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
-        # Bind to ETH_P_ALL on every interface (ifindex 0). Python's AF_PACKET addresses need
-        # an interface name, so struct sockaddr_ll is passed to bind(2) directly.
-        sll = struct.pack("=HHiHBB8s", socket.AF_PACKET, socket.htons(ETH_P_ALL), 0, 0, 0, 0,
-                          b"")
-        if _bind(sock.fileno(), sll, len(sll)) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"bind(AF_PACKET): {errno.errorcode.get(err, err)}")
-        return sock
-
-    def send(self, v6: bool, batch: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, int]]:
-        return self.senders[v6].send(batch)
-
-    def receive(self, limit: int) -> list[bytes]:
-        """Up to `limit` queued packets, without blocking (one recvmmsg(2) call); their
-        receive times (time.monotonic(), 0.0 if unknown) are left in `stamps`."""
-        batch = self._batch
-        if batch is None or batch.capacity < limit:
-            batch = self._batch = MmsgReceiver(limit)
-        packets, self.stamps = batch.receive(self.recv_fd, limit)
-        return packets
-
-    def receive_from(self, limit: int) -> list[tuple[bytes, bytes]]:
-        """Like `receive`, with each packet's link-layer source address (the MAC of the host
-        that put it on our link; empty on links without addresses)."""
-        out: list[tuple[bytes, bytes]] = []
-        recvfrom, append = self.recv.recvfrom, out.append
-        try:
-            for _ in range(limit):
-                packet, addr = recvfrom(RECV_BYTES)
-                append((packet, addr[4]))  # sockaddr_ll: ifname, proto, pkttype, hatype, addr
-        except BlockingIOError:
-            pass
-        return out
-
-    def kernel_drops(self) -> int:
-        """Replies the kernel dropped since the last call (receive buffer full)."""
-        _, drops = struct.unpack("II", self.recv.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
-        return drops
-
-    def close(self) -> None:
-        for sock in self._socks:
-            sock.close()
-        self._socks.clear()
-
-
-class SourceRouter:
-    """The source address the kernel would pick for a destination, cached per prefix.
-
-    A UDP socket's connect() does the route lookup (policy rules, SO_MARK, the route's `src`)
-    and getsockname() tells the address chosen; nothing is sent, and no privilege is needed.
-    That costs a few µs, too much per packet, so answers are cached per /24 (IPv4) or /64
-    (IPv6) of the destination: /24 is the longest prefix routed between networks, /64 the
-    IPv6 subnet size. The limit: a more specific local route (a host route, a /28 over a
-    tunnel) with a different source inside a cached prefix is not honoured, and route
-    changes are seen only when the cache is cleared, every `ttl` seconds.
-    """
-
-    def __init__(self, source: str | None, mark: int | None = None,
-                 socket_factory: SocketFactory = socket.socket, ttl: float = 10.0,
-                 freebind: bool = False) -> None:
-        self.source = source
-        self.freebind = freebind
-        self.mark = mark
-        self.ttl = ttl
-        self._factory = socket_factory
-        self._cache: dict[bytes, tuple[bytes, str] | int] = {}
-        self._expires = 0.0
-
-    def lookup(self, v6: bool, dst: bytes, now: float) -> tuple[bytes, str] | int:
-        """(packed source, its text) for `dst`, or the errno the route lookup failed with."""
-        if now >= self._expires:
-            self._cache.clear()
-            self._expires = now + self.ttl
-        prefix = dst[:8] if v6 else dst[:3]
-        found = self._cache.get(prefix)
-        if found is None:
-            found = self._resolve(v6, dst)
-            # A freebind source fails until it arrives (a VRRP failover): then retry each time.
-            if not (self.freebind and isinstance(found, int)):
-                self._cache[prefix] = found
-        return found
-
-    def _resolve(self, v6: bool, dst: bytes) -> tuple[bytes, str] | int:
-        family = socket.AF_INET6 if v6 else socket.AF_INET
-        if self.source is not None and (":" in self.source) != v6:
-            return errno.EAFNOSUPPORT  # an IPv4 --source cannot send to IPv6, or back
-        try:
-            # A socket per lookup (one per cached prefix): nothing stays open between runs.
-            with self._factory(family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                if self.mark is not None:
-                    with contextlib.suppress(PermissionError):  # the raw sockets insist on it
-                        set_mark(sock, self.mark)
-                if self.source is not None:
-                    if self.freebind:
-                        set_freebind(sock)
-                    sock.bind((self.source, 0))  # EADDRNOTAVAIL unless ours (or freebind)
-                sock.connect((socket.inet_ntop(family, dst), 9))
-                text = sock.getsockname()[0]
-        except OSError as exc:
-            return exc.errno or errno.EIO
-        return socket.inet_pton(family, text), text
-
-    def close(self) -> None:
-        self._cache.clear()
-        self._expires = 0.0

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from synprobe.errors import UsageError
-from synprobe.intervals import Interval
+from synprobe.targets.intervals import Interval
 
 Address = tuple[int, int]  # (IP version, address as an integer)
 Resolver = Callable[..., Any]  # socket.getaddrinfo's signature
@@ -114,6 +114,14 @@ def resolve(name: str, token: str, resolver: Resolver) -> list[Address]:
     except (OSError, UnicodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise UsageError(f"cannot resolve {where}: {reason}") from None
+    found = addresses_of(infos)
+    if not found:
+        raise UsageError(f"cannot resolve {where}: no IPv4 or IPv6 address")
+    return found
+
+
+def addresses_of(infos: Iterable[tuple[Any, ...]]) -> list[Address]:
+    """The IPv4 and IPv6 addresses of getaddrinfo() answers, deduplicated, in its order."""
     seen: dict[Address, None] = {}
     for family, _type, _proto, _canon, sockaddr in infos:
         if family in (socket.AF_INET, socket.AF_INET6):
@@ -121,8 +129,6 @@ def resolve(name: str, token: str, resolver: Resolver) -> list[Address]:
             ip = parse_ip(str(sockaddr[0]).partition("%")[0])
             if ip is not None:
                 seen.setdefault(ip, None)
-    if not seen:
-        raise UsageError(f"cannot resolve {where}: no IPv4 or IPv6 address")
     return list(seen)
 
 

@@ -3,7 +3,7 @@
 A long-lived `Prober(engine="shaker")` lives inside someone else's application, whose threads
 may hold the GIL for a second at a time. The shaker loop must close every answered socket
 within the kernel's ~200 ms delayed-ACK window or the kernel completes the handshake, so the
-loop runs in a helper process (`prober_helper`) that this object starts and owns:
+loop runs in a helper process (`helper.main`) that this object starts and owns:
 
 - started with the interpreter running us (`sys.executable`), from the calling thread, so it is
   in that thread's network namespace (as the sockets of an in-process loop would be);
@@ -28,14 +28,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from synprobe.engines.base import ProbeOptions, TargetSource
 from synprobe.errors import EngineUnavailable, UsageError
-from synprobe.framing import FrameError, FrameReader, encode
-from synprobe.model import ProbeResult, State
+from synprobe.helper.framing import FrameError, FrameReader, encode
+from synprobe.model import ProbeResult, State, Target
 
 READY_TIMEOUT = 30.0  # seconds for the helper to start and build its engine
 EXIT_TIMEOUT = 5.0  # after its end message, or after our channel closed
@@ -43,7 +43,7 @@ FRAME_TARGETS = 1024  # per frame: the helper decodes them between its loop's tu
 PULL_PER_TURN = 4 * FRAME_TARGETS
 _ERRORS: dict[str, type[Exception]] = {"UsageError": UsageError,
                                        "EngineUnavailable": EngineUnavailable}
-_BOOT = "import sys; from synprobe.prober_helper import main; sys.exit(main())"
+_BOOT = "import sys; from synprobe.helper.main import main; sys.exit(main())"
 
 
 def _rebuild(kind: str, message: str) -> Exception:
@@ -74,6 +74,7 @@ class HelperEngine:
             raise EngineUnavailable(
                 "a shaker Prober runs its loop in a helper process, but sys.executable is "
                 "not set, so no interpreter can be started")
+        self.options = options
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock = ours
         self._stats: dict[str, int] = {}
@@ -98,6 +99,14 @@ class HelperEngine:
         except BaseException:
             self.close()
             raise
+
+    def preflight(self, vias: Sequence[str] = (), families: Iterable[bool] = ()) -> None:
+        """The helper said "ready" (its engine was made) before the constructor returned."""
+
+    def describe(self, target: Target, *, as_json: bool = False) -> str:
+        from synprobe.engines.shaker import describe_connect  # no scapy: the shaker's module
+
+        return describe_connect(self.options, target, as_json=as_json)
 
     def _await_ready(self) -> int:
         deadline = time.monotonic() + READY_TIMEOUT

@@ -13,7 +13,9 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 
-from synprobe.addresses import (
+from synprobe.errors import UsageError
+from synprobe.model import Target
+from synprobe.targets.addresses import (
     Resolver,
     format_ip,
     parse_address_set,
@@ -21,11 +23,9 @@ from synprobe.addresses import (
     resolve,
     split_port,
 )
-from synprobe.errors import UsageError
-from synprobe.intervals import Interval, merge, size, subtract
-from synprobe.model import Target
-from synprobe.permutation import parse_shard
-from synprobe.space import ABSURD_SIZE, DEFAULT_LIMIT, TargetSpace
+from synprobe.targets.intervals import Interval, merge, size, subtract
+from synprobe.targets.permutation import parse_shard
+from synprobe.targets.space import ABSURD_SIZE, DEFAULT_LIMIT, TargetSpace
 
 __all__ = [
     "ABSURD_SIZE",

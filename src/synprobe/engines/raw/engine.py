@@ -2,7 +2,7 @@
 keyed cookie, and every SYN-ACK answered with a RST.
 
 The packet work is pure and lives in `synprobe.wire` (templates, cookies, reply validation);
-the sockets live in `rawio`. This module is the loop between them. The only per-target state
+the sockets in `synprobe.kernel`. This module is the loop between them. The only per-target state
 is the in-flight table, at most `concurrency` entries keyed by (packed address, port), which
 carries what a result reports: attempts, the send time of each, retries, the deadline.
 A reply is trusted only if its cookie checks out; a valid reply for a target no longer in
@@ -28,7 +28,7 @@ bare RST (seq = the SYN-ACK's ack) for every valid SYN-ACK, for hosts where the 
 are suppressed (e.g. a firewall dropping them), through a token bucket against reply floods.
 
 DSR checks through a named real server (`Target.via`; `via_mode` "l2" or "ipip") are the same
-loop with three differences, explained in `rawvia`: the SYN leaves in a frame to the real
+loop with three differences, explained in `via`: the SYN leaves in a frame to the real
 server's MAC or in an IP-in-IP packet to it; its cookie is salted with the real server's
 address (the reply comes from the VIP and names the real server only through the cookie); and
 the engine always resets an open port itself, the way the SYN went.
@@ -38,34 +38,31 @@ addresses): sendmmsg(2) through ctypes, batches of 256, 4.46 µs per packet, one
 per packet 4.66 µs, when the SYN is answered (on veth the peer's SYN-ACK and the kernel's
 RST are processed inside the sending call); 1.68 against 1.74 µs when the peer drops it.
 Filling the sendmmsg batch costs 0.47 µs per packet in Python; the kernel dominates either
-way. sendmmsg measured best, so `rawio.MmsgSender` is used.
+way. sendmmsg measured best, so `kernel.mmsg.MmsgSender` is used.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import select
 import socket
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from synprobe.engines.base import ProbeOptions, TargetSource
-from synprobe.engines.l2 import FrameSender, L2Resolver, NeighbourUnresolved
-from synprobe.engines.rawio import (
-    TRANSIENT_ERRNOS,
-    PacketIO,
-    SocketFactory,
-    SourceRouter,
-    local_port_range,
-)
-from synprobe.engines.rawopts import TokenBucket, parse_settings
-from synprobe.engines.rawvia import Lane, ViaPaths, ViaRoute, lane_of, unresolved_reason
-from synprobe.engines.templates import load_template
+from synprobe.engines.base import ProbeOptions, TargetSource, os_errors, require_capability
+from synprobe.engines.raw.options import RawOptions
+from synprobe.engines.raw.templates import load_template
+from synprobe.engines.raw.via import Lane, ViaPaths, ViaRoute, lane_of, unresolved_reason
 from synprobe.errors import EngineUnavailable, UsageError
+from synprobe.kernel.frames import FrameSender
+from synprobe.kernel.mmsg import TRANSIENT_ERRNOS
+from synprobe.kernel.neighbours import L2Resolver, NeighbourUnresolved
+from synprobe.kernel.packetio import PacketIO
+from synprobe.kernel.routing import SourceRouter
+from synprobe.kernel.sockets import SocketFactory
+from synprobe.kernel.sysctl import local_port_range
 from synprobe.model import ProbeResult, State, Target, classify_errno
 from synprobe.pacing import Pacer
 from synprobe.sources import ABORT, NO_NEW, always_go
@@ -142,22 +139,26 @@ class RawEngine:
         ephemeral_ports: Callable[[], tuple[int, int] | None] | None = None,
         resolver: L2Resolver | None = None,
     ) -> None:
-        self.settings = parse_settings(options.extra, (ephemeral_ports or local_port_range)())
-        self.rst, self._mark = self.settings.rst, self.settings.mark
+        settings = options.engine_options or RawOptions()
+        if not isinstance(settings, RawOptions):
+            raise UsageError(f"the raw engine takes RawOptions, not {type(settings).__name__}")
+        settings.check_ephemeral((ephemeral_ports or local_port_range)())
+        self.settings = settings
+        self.rst, self._mark = settings.rst, options.mark
         self.options = options
-        self._key = CookieKey(key, self.settings.port_lo, self.settings.port_hi)
+        self._key = CookieKey(key, settings.port_lo, settings.port_hi)
         self._socket = socket_factory
         self._io_factory = io_factory
         self._clock = clock
         self._router = SourceRouter(options.source, self._mark, socket_factory,
-                                    freebind=self.settings.freebind)
+                                    freebind=options.freebind)
         self._templates: dict[tuple[bytes, bool], PacketTemplate] = {}
         self._builders: dict[bytes, Callable[[bytes, int, int, int], bytes]] = {}  # SYNs
         self._counters = dict.fromkeys(STATS + VIA_STATS, 0)
         rate = 2 * options.rate if options.rate else UNLIMITED_RST_RATE
         # Each SYN earns one SYN-ACK; twice the SYN rate leaves room for retransmitted ones,
         # and the burst lets every probe in flight be answered at once.
-        self._rst_bucket = TokenBucket(rate, max(64, options.concurrency), clock)
+        self._rst_bucket = Pacer(rate, max(64, options.concurrency), clock, full=True)
         self._via = ViaPaths(self.settings.via_mode, options.source, self._mark,
                              lambda v6, dst: self._router.lookup(v6, dst, self._clock()),
                              resolver)
@@ -231,41 +232,40 @@ class RawEngine:
 
     def _unavailable(self, exc: OSError) -> EngineUnavailable:
         caps = "CAP_NET_RAW" if self._mark is None else "CAP_NET_RAW and CAP_NET_ADMIN"
-        return EngineUnavailable(
-            f"the raw engine needs {caps} to open raw and packet sockets "
-            f"({exc.strerror or exc}); run it as root, grant it with `setcap "
-            f"{caps.lower().replace(' and ', ',')}+ep {os.path.realpath(sys.executable)}`, "
-            f"or use --engine shaker")
+        return require_capability(self.name, f"{caps} to open raw and packet sockets", exc,
+                                  ", or use the shaker engine")
 
     def preflight(self, vias: Sequence[str] = (), families: Iterable[bool] = ()) -> None:
         """Fail now, before anything is sent or printed, with what would fail the run: the
         capability (the sockets are opened here and kept for run()), and real servers that
         cannot serve VIPs of the given families (v6 True/False)."""
-        if self._io is None:
-            self._io = self._open_io()
-        for via in vias:
-            for v6 in families:
-                try:
-                    self._via.route(via, v6, ask=False)
-                except NeighbourUnresolved:
-                    pass  # asked for during the run; a silent real server is a result
-                except PermissionError as exc:
-                    raise self._unavailable(exc) from None
+        with os_errors(self.name):
+            if self._io is None:
+                self._io = self._open_io()
+            for via in vias:
+                for v6 in families:
+                    try:
+                        self._via.route(via, v6, ask=False)
+                    except NeighbourUnresolved:
+                        pass  # asked for during the run; a silent real server is a result
+                    except PermissionError as exc:
+                        raise self._unavailable(exc) from None
 
     def run(self, source: TargetSource) -> Iterator[list[ProbeResult]]:
-        io, self._io = self._io or self._open_io(), None
-        poller = select.epoll()
-        try:
-            poller.register(io.recv_fd, select.EPOLLIN)
-            if source.wakeup_fd is not None:
-                # Edge-triggered: while the table is full the loop does not pull, and a
-                # level-triggered eventfd would then wake it again and again for nothing.
-                poller.register(source.wakeup_fd, select.EPOLLIN | select.EPOLLET)
-            yield from self._loop(source, io, poller)
-        finally:
-            poller.close()
+        with os_errors(self.name):
+            io, self._io = self._io or self._open_io(), None
             try:
-                self._counters["kernel_drops"] += io.kernel_drops()
+                poller = select.epoll()
+                try:
+                    poller.register(io.recv_fd, select.EPOLLIN)
+                    if source.wakeup_fd is not None:
+                        # Edge-triggered: while the table is full the loop does not pull, and a
+                        # level-triggered eventfd would then wake it again and again for nothing.
+                        poller.register(source.wakeup_fd, select.EPOLLIN | select.EPOLLET)
+                    yield from self._loop(source, io, poller)
+                finally:
+                    poller.close()
+                    self._counters["kernel_drops"] += io.kernel_drops()
             finally:
                 io.close()
                 self._router.close()
@@ -273,7 +273,7 @@ class RawEngine:
     def _loop(self, source: TargetSource, io: PacketIO,
               poller: select.epoll) -> Iterator[list[ProbeResult]]:
         opts, clock, counters = self.options, self._clock, self._counters
-        pacer = Pacer(opts.rate)
+        pacer = Pacer(opts.rate, clock=clock)
         table: dict[Key, Probe] = {}
         queue: deque[Probe] = deque()  # first attempts and retries waiting for the pacer
         # One timeout for every attempt: deadlines come due in send order, so a FIFO is a
@@ -306,9 +306,7 @@ class RawEngine:
                     yield done
                 return
             now = clock()
-            wait = max(deadlines[0][0] - now, 0.0) if deadlines else -1.0
-            if queue:
-                wait = pacer.delay() if wait < 0 else min(wait, pacer.delay())
+            wait = pacer.poll_wait(deadlines[0][0] if deadlines else None, now, bool(queue))
             if done or (more and len(table) < opts.concurrency and len(queue) < SEND_BURST):
                 wait = 0.0  # results to hand over, or room and targets for the next burst
             for fd, _ in poller.poll(wait, 4):
@@ -372,7 +370,7 @@ class RawEngine:
 
     def _admit_via(self, target: Target, dst: bytes, v6: bool, table: dict[Key, Probe],
                    queue: deque[Probe], done: list[ProbeResult]) -> None:
-        """A check of `target` through real server `target.via` (see rawvia). A via that
+        """A check of `target` through real server `target.via` (see via.py). A via that
         cannot work (not on-link in l2 mode, wrong family) is an error result for the check."""
         assert target.via is not None
         try:
@@ -556,7 +554,7 @@ class RawEngine:
             if route is not None and route.mac is not None and mac is not None \
                     and mac != route.mac:
                 counters["via_mac_mismatch"] += 1  # answered through a router? (cookie holds)
-            # Through a real server the engine always resets: see rawvia.
+            # Through a real server the engine always resets: see via.py.
             if reply.state is State.OPEN and (self.rst == "self" or route is not None):
                 if self._rst_bucket.take():
                     rsts.append((reply, route))

@@ -32,11 +32,11 @@ import socket
 from collections.abc import Callable
 from typing import NamedTuple
 
-from synprobe.engines.l2 import L2Resolver, NeighbourUnresolved
 from synprobe.errors import UsageError
+from synprobe.kernel.neighbours import L2Resolver, NeighbourUnresolved
+from synprobe.kernel.sockets import ntop
 from synprobe.wire.tunnel import encapsulate
 
-MODES = ("l2", "ipip")
 Lane = tuple[str, object]  # ("ip", v6): the raw IP sockets; ("frame", ifname): a packet socket
 
 
@@ -58,15 +58,11 @@ class ViaRoute(NamedTuple):
         return encapsulate(packet, self.source, self.via)
 
     def describe(self) -> str:
-        via = _ntop(self.via)
+        via = ntop(self.via)
         if self.mode == "l2":
             mac = ":".join(f"{b:02x}" for b in self.mac or b"")
             return f"in a frame to {via} ({mac}) on {self.ifname}"
         return f"in IP-in-IP from {self.source_text} to {via}"
-
-
-def _ntop(addr: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET6 if len(addr) == 16 else socket.AF_INET, addr)
 
 
 def lane_of(route: ViaRoute | None, v6: bool, dst: bytes) -> tuple[Lane, bytes]:
@@ -96,9 +92,7 @@ class ViaPaths:
     def __init__(self, mode: str, source: str | None, mark: int | None,
                  lookup_source: Callable[[bool, bytes], tuple[bytes, str] | int],
                  resolver: L2Resolver | None = None) -> None:
-        if mode not in MODES:
-            raise UsageError(f"via_mode must be one of {', '.join(MODES)}, got {mode!r}")
-        self.mode = mode
+        self.mode = mode  # one of options.VIA_MODES, checked with the engine's options
         self._lookup_source = lookup_source
         self._resolver = resolver or L2Resolver(source=source, mark=mark)
         self._routes: dict[bytes, ViaRoute] = {}  # the last route per real server (for RSTs)
@@ -109,17 +103,17 @@ class ViaPaths:
         server did not answer ARP/ND (with `ask=False`: when the neighbour table has no MAC)."""
         v6 = ":" in via
         if v6 != target_v6:
-            raise UsageError(f"--via {via}: an IPv{6 if v6 else 4} real server cannot serve an "
-                             f"IPv{6 if target_v6 else 4} VIP")
+            raise UsageError(f"real server {via}: an IPv{6 if v6 else 4} real server cannot "
+                             f"serve an IPv{6 if target_v6 else 4} VIP")
         packed = socket.inet_pton(socket.AF_INET6 if v6 else socket.AF_INET, via)
         if self.mode == "l2":
             path = self._resolver.path(packed, ask=ask)
-            found = ViaRoute("l2", packed, path.source, _ntop(path.source), path.ifname,
+            found = ViaRoute("l2", packed, path.source, ntop(path.source), path.ifname,
                              path.header(), path.dst_mac)
         else:
             src = self._lookup_source(v6, packed)
             if isinstance(src, int):
-                raise UsageError(f"--via {via}: no route to the real server "
+                raise UsageError(f"real server {via}: no route to the real server "
                                  f"({errno.errorcode.get(src, src)})")
             found = ViaRoute("ipip", packed, src[0], src[1], None, b"", None)
         self._routes[packed] = found

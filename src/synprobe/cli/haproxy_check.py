@@ -19,10 +19,10 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from synprobe.addresses import format_ip, parse_ip
 from synprobe.engines.base import ProbeOptions
 from synprobe.errors import SynprobeError, UsageError
 from synprobe.model import Target
+from synprobe.targets.addresses import format_ip, parse_ip
 
 EXIT_UP = 0
 EXIT_DOWN = 1  # the port did not answer with a SYN-ACK: closed, filtered or unreachable
@@ -146,10 +146,9 @@ def check(target: Target, args: _Args) -> bool:
     from synprobe.engines.shaker import ShakerEngine
     from synprobe.sources import IterSource
 
-    extra: dict[str, object] = {} if args.mark is None else {"mark": args.mark}
-    options = ProbeOptions(args.timeout, args.retries, 1, None, args.source, extra)
     if args.retries < 0:
         raise UsageError(f"--retries must be 0 or more, got {args.retries}")
+    options = ProbeOptions(args.timeout, args.retries, 1, None, args.source, mark=args.mark)
     engine = ShakerEngine(options)
     try:
         for batch in engine.run(IterSource([target])):

@@ -4,7 +4,7 @@ The shaker's guarantee (never the final ACK) needs its loop to close each answer
 the kernel's ~200 ms delayed-ACK window. In the owner's process, any thread that holds the GIL
 that long (a backtracking regex, a compression call, a long GC pause) makes the kernel complete
 handshakes; here only the engine and two short-lived steps of its own (encoding results,
-waiting for the owner's death) run Python. Started by `prober_process.HelperEngine`
+waiting for the owner's death) run Python. Started by `helper.process.HelperEngine`
 as `python -c ... <fd> <owner pid>` in the owner thread's network namespace.
 
 Protocol (frames, see framing.py). In: ("options", dict), then ("targets", [(host, port),
@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from synprobe.engines.base import Engine, ProbeOptions
-from synprobe.framing import FrameError, FrameReader, encode
+from synprobe.helper.framing import FrameError, FrameReader, encode
 from synprobe.model import ProbeResult, Target
 from synprobe.registry import create_engine
 
