@@ -15,7 +15,8 @@ import sys
 from collections import Counter
 
 import synprobe
-from synprobe.targets.tokens import build_space, parse_ports
+from synprobe.targets.build import build_space
+from synprobe.targets.tokens import parse_ports
 
 
 def main(argv: list[str] | None = None) -> int:

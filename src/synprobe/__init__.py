@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from synprobe.api import ResultStream, aprobe, aprobe_many, probe, probe_many
     from synprobe.engines.raw.options import RawOptions
     from synprobe.prober import Prober
+    from synprobe.targets.build import build_space, parse_target
     from synprobe.targets.space import TargetSpace
-    from synprobe.targets.tokens import build_space, parse_target
     from synprobe.watch.watcher import Watcher
 
 # The API, the Prober and the Watcher pull in asyncio, concurrent.futures and netaddr (~60 ms):
@@ -39,8 +39,8 @@ _LAZY = {
     "probe": "synprobe.api",
     "probe_many": "synprobe.api",
     "ResultStream": "synprobe.api",
-    "build_space": "synprobe.targets.tokens",
-    "parse_target": "synprobe.targets.tokens",
+    "build_space": "synprobe.targets.build",
+    "parse_target": "synprobe.targets.build",
     "TargetSpace": "synprobe.targets.space",
     "RawOptions": "synprobe.engines.raw.options",
     "Prober": "synprobe.prober",

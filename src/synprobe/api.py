@@ -14,7 +14,9 @@ from synprobe.model import ProbeResult, Target
 from synprobe.registry import create_engine, default_concurrency, engine_options
 from synprobe.runner import EngineThread, ThrottledSource, close_run
 from synprobe.sources import IterSource
-from synprobe.targets.tokens import Prepared, TargetSpace, parse_target, parse_via, with_vias
+from synprobe.targets.build import parse_target
+from synprobe.targets.space import Prepared, TargetSpace, with_vias
+from synprobe.targets.tokens import parse_via
 
 TargetLike = str | tuple[str, int] | Target
 Targets = Iterable[TargetLike] | TargetSpace | Prepared

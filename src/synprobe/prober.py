@@ -20,7 +20,7 @@ from synprobe.engines.base import Engine
 from synprobe.model import ProbeResult, Target
 from synprobe.runner import EngineThread
 from synprobe.sources import QueueSource
-from synprobe.targets.tokens import TargetSpace
+from synprobe.targets.space import TargetSpace
 
 # What the engine thread hands the dispatcher: a batch of results, or the end of the engine
 # loop (None when it ended normally, else the exception that ended it).

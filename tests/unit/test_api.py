@@ -14,7 +14,7 @@ import synprobe
 import synprobe.registry as registry
 from synprobe.engines.base import TargetSource
 from synprobe.model import ProbeResult, State, Target
-from synprobe.targets.tokens import Prepared
+from synprobe.targets.space import Prepared
 from synprobe.testing import FakeEngine
 
 Made = Callable[[], list[FakeEngine]]

@@ -23,7 +23,7 @@ from synprobe.cli.haproxy_check import (
 )
 from synprobe.errors import UsageError
 from synprobe.model import Target
-from synprobe.targets.tokens import parse_target
+from synprobe.targets.build import parse_target
 
 
 @pytest.fixture

@@ -20,15 +20,11 @@ from netaddr import IPAddress, IPRange, IPSet
 
 from synprobe.errors import UsageError
 from synprobe.model import Target
+from synprobe.targets.build import build_space, parse_target
+from synprobe.targets.exclusions import DEFAULT_EXCLUDES
 from synprobe.targets.intervals import merge, size, subtract
-from synprobe.targets.tokens import (
-    DEFAULT_EXCLUDES,
-    TargetSpace,
-    build_space,
-    iter_target_file,
-    parse_ports,
-    parse_target,
-)
+from synprobe.targets.space import TargetSpace
+from synprobe.targets.tokens import iter_target_file, parse_ports
 
 T = Target
 

@@ -23,15 +23,10 @@ from synprobe.kernel.fdlimit import cli_concurrency
 from synprobe.kernel.localaddr import check_source
 from synprobe.kernel.marks import parse_mark
 from synprobe.model import Target
-from synprobe.targets.space import DEFAULT_LIMIT, TargetSpace
-from synprobe.targets.tokens import (
-    build_space,
-    iter_target_file,
-    parse_ports,
-    parse_shard,
-    parse_via,
-    with_vias,
-)
+from synprobe.targets.build import build_space
+from synprobe.targets.permutation import parse_shard
+from synprobe.targets.space import DEFAULT_LIMIT, TargetSpace, with_vias
+from synprobe.targets.tokens import iter_target_file, parse_ports, parse_via
 
 RAW_ONLY = ("rst", "via_mode", "sport_range")  # argparse dests of the raw engine's own flags
 

@@ -8,13 +8,13 @@ default exclusions as the CLI and library).
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from synprobe.errors import UsageError
 from synprobe.targets.addresses import Address, parse_address_set
-from synprobe.targets.intervals import Interval, merge, subtract
+from synprobe.targets.exclusions import default_exclusions
+from synprobe.targets.intervals import Interval, contains, merge, subtract
 
 HOW_TO_ALLOW = (
     "start synprobe with --probe-allow CIDR[,CIDR...] (or probe_allow = [\"CIDR\", ...] in the "
@@ -32,8 +32,6 @@ class AllowList:
 
     @classmethod
     def parse(cls, tokens: Iterable[str]) -> AllowList:
-        from synprobe.targets.tokens import DEFAULT_EXCLUDES
-
         items: list[Interval] = []
         words: list[str] = []
         for raw in tokens:
@@ -47,29 +45,21 @@ class AllowList:
                                      "or range, not a name")
                 items.append(block)
                 words.append(token)
-        excluded = merge(b for c in DEFAULT_EXCLUDES if (b := parse_address_set(c, c)))
-        return cls(tuple(subtract(merge(items), excluded)), tuple(words), tuple(excluded))
+        excluded = default_exclusions()
+        return cls(tuple(subtract(merge(items), list(excluded))), tuple(words), excluded)
 
     def __bool__(self) -> bool:
         return bool(self.allowed)
 
     def permits(self, address: Address) -> bool:
-        return _within(self.allowed, address)
+        return contains(self.allowed, *address)
 
     def refusal(self, address: Address) -> str | None:
         """None when `address` may be checked, else why not (one phrase)."""
-        if _within(self.allowed, address):
+        if contains(self.allowed, *address):
             return None
-        if _within(self.excluded, address):
+        if contains(self.excluded, *address):
             return ("is in the default exclusions (multicast, broadcast, unspecified, reserved "
                     "or IPv4-mapped), which no allow-list overrides")
         return f"is outside the allow-list ({', '.join(self.tokens) or 'empty'})"
 
-
-def _within(intervals: tuple[Interval, ...], address: Address) -> bool:
-    version, value = address
-    i = bisect.bisect_right(intervals, (version, value, 1 << 129)) - 1
-    if i < 0:
-        return False
-    v, first, last = intervals[i]
-    return v == version and first <= value <= last

@@ -7,7 +7,6 @@ request: it is a failed probe (HTTP 200, probe_success 0), as blackbox_exporter 
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,14 +18,13 @@ from synprobe.targets.addresses import (
     Address,
     addresses_of,
     format_ip,
+    is_hostname,
     parse_address_set,
     parse_ip,
     split_port,
 )
 
 MAX_TARGET_LENGTH = 300  # a 253-byte name, brackets, colon and port fit with room to spare
-# RFC 1123 labels plus "_" (common in internal DNS), as the CLI accepts them.
-_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?")
 
 
 class Unresolvable(Exception):
@@ -58,7 +56,7 @@ def parse_probe_target(text: str) -> ProbeTarget:
     if literal is None:
         if parse_address_set(host, text) is not None:
             raise UsageError(f"bad target {text!r}: one address, not a block or range")
-        if not _HOSTNAME.fullmatch(host) or len(host) > 253:
+        if not is_hostname(host):
             raise UsageError(f"bad target {text!r}: not an IP address or host name")
     return ProbeTarget(host, port, literal)
 

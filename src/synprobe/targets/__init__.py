@@ -1,8 +1,11 @@
 """What to probe: tokens the user typed -> a target space, permuted, sharded, never materialised.
 
-`tokens` (ports, target tokens, exclusions, files -> `build_space`), `addresses` (one token taken
-apart), `intervals` (address intervals), `space` (`TargetSpace`: intervals x ports, indexed),
-`permutation` and `primes` (the seeded cyclic-group order).
+One direction, each module calling only the ones below it:
+`build` (`build_space`, `parse_target`: parse, resolve, exclude, build)
+  -> `space` (`TargetSpace`: intervals x ports, indexed) -> `permutation` -> `primes`
+  -> `exclusions` (default and user excludes, parsed once)
+  -> `tokens` (what the user typed, parsed once into a `TargetToken`; ports; target files)
+  -> `addresses` (the address grammar, host names, resolution) -> `intervals` (interval sets).
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from typing import Any
 
 # Re-exported on first use (PEP 562): a program that needs only `addresses` (the HAProxy check,
 # one process per check) does not pay for the space and its permutation.
-_LAZY = {"TargetSpace": "synprobe.targets.space", "build_space": "synprobe.targets.tokens",
-         "parse_target": "synprobe.targets.tokens"}
+_LAZY = {"TargetSpace": "synprobe.targets.space", "build_space": "synprobe.targets.build",
+         "parse_target": "synprobe.targets.build"}
 __all__ = ["TargetSpace", "build_space", "parse_target"]
 
 

@@ -1,4 +1,7 @@
-"""Target tokens, taken apart: `host:port` splitting, address sets, name resolution.
+"""The address grammar: `host:port` splitting, addresses, address sets, host names, resolution.
+
+The bottom of the targets layer: it imports only `intervals`, and nothing here knows about
+tokens, ports, exclusions or spaces (tokens.py and build.py call down into it, never back).
 
 Every failure is a UsageError whose message names the token, so a bad line in a 100,000-line target
 file is found by reading one message.
@@ -104,9 +107,14 @@ def _parse_range(lo: Address, hi_text: str, token: str) -> Interval:
     return lo[0], lo[1], hi[1]
 
 
+def is_hostname(text: str) -> bool:
+    """Whether `text` can be a DNS name (RFC 1123 labels plus "_", 253 characters at most)."""
+    return len(text) <= 253 and _HOSTNAME.fullmatch(text) is not None
+
+
 def resolve(name: str, token: str, resolver: Resolver) -> list[Address]:
     """Every A and AAAA address of `name`, deduplicated, in the resolver's order."""
-    if not _HOSTNAME.fullmatch(name) or len(name) > 253:
+    if not is_hostname(name):
         raise UsageError(f"bad target {token!r}: not an address, CIDR block, range or host name")
     where = repr(name) if name == token else f"{name!r} (from {token!r})"
     try:

@@ -8,7 +8,8 @@ and linear sweeps, and tests/unit/test_targets.py checks it against netaddr.IPSe
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import bisect
+from collections.abc import Iterable, Sequence
 
 Interval = tuple[int, int, int]  # (IP version, first address, last address) as integers
 
@@ -47,3 +48,12 @@ def subtract(keep: list[Interval], drop: list[Interval]) -> list[Interval]:
 def size(intervals: Iterable[Interval]) -> int:
     """How many addresses (the intervals must be disjoint)."""
     return sum(last - first + 1 for _, first, last in intervals)
+
+
+def contains(intervals: Sequence[Interval], version: int, value: int) -> bool:
+    """Whether the address is in `intervals` (merged, as `merge()` returns them): one bisect."""
+    i = bisect.bisect_right(intervals, (version, value, 1 << 129)) - 1
+    if i < 0:
+        return False
+    v, first, last = intervals[i]
+    return v == version and first <= value <= last

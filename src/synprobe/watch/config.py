@@ -32,8 +32,11 @@ from typing import Any
 
 from synprobe.errors import UsageError
 from synprobe.registry import engines
-from synprobe.targets.addresses import _HOSTNAME, parse_address_set, parse_ip, split_port
-from synprobe.targets.tokens import _token_ports, build_space, parse_ports, parse_via
+from synprobe.targets.addresses import parse_ip
+from synprobe.targets.build import space_of
+from synprobe.targets.exclusions import exclusion_set
+from synprobe.targets.intervals import Interval
+from synprobe.targets.tokens import NoPort, parse_ports, parse_token, parse_via
 
 SERVICE_KEYS = ("metrics", "events", "on_change", "exclude", "resolve_interval", "concurrency")
 PASSTHROUGH_KEYS = ("probe_allow", "modules")
@@ -156,33 +159,28 @@ def _check_keys(table: Mapping[str, Any], allowed: Iterable[str], path: Sequence
 
 
 def expand_token(token: str, ports: Sequence[int] | None, settings: Settings, group: str,
-                 excludes: Sequence[str], where: str) -> list[WatchTarget]:
-    """One target token (address, name, CIDR, range; with or without a port) as targets."""
+                 blocked: list[Interval], where: str) -> list[WatchTarget]:
+    """One target token (address, name, CIDR, range; with or without a port) as targets,
+    parsed once; `blocked` is the exclusion set (from `exclusion_set()`, parsed once)."""
+    vias: Sequence[str | None] = settings.via or (None,)
     try:
-        host, port_spec = split_port(token)
-        if port_spec is None and not ports:
-            raise ConfigError(f"{where}: no port for {token!r}: give HOST:PORT or ports")
-        token_ports = tuple(ports or ()) if port_spec is None else _token_ports(port_spec, token)
-        vias: Sequence[str | None] = settings.via or (None,)
-        if parse_ip(host) is None and parse_address_set(host, token) is None:
+        parsed = parse_token(token, tuple(ports) if ports else None)
+        if parsed.name is not None:
             # A name: kept as written, resolved (and re-resolved) by the service. A name that
             # does not resolve is that target's failure, not a configuration error.
-            if not _HOSTNAME.fullmatch(host) or len(host) > 253:
-                raise ConfigError(f"{where}: bad target {token!r}: not an address, CIDR block, "
-                                  "range or host name")
-            return [WatchTarget(host, p, v, group, settings, is_name=True)
-                    for p in token_ports for v in vias]
-        space = build_space([host], list(token_ports), excludes=excludes)
-        return [WatchTarget(t.host, t.port, v, group, settings)
-                for t in space for v in vias]
-    except ConfigError:
-        raise
+            return [WatchTarget(parsed.name, p, v, group, settings, is_name=True)
+                    for p in parsed.ports for v in vias]
+        assert parsed.hosts is not None
+        space = space_of({parsed.ports: [parsed.hosts]}, blocked)
+    except NoPort:
+        raise ConfigError(f"{where}: no port for {token!r}: give HOST:PORT or ports") from None
     except UsageError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    return [WatchTarget(t.host, t.port, v, group, settings) for t in space for v in vias]
 
 
 def targets_from_group(name: str, table: Mapping[str, Any], base: Settings,
-                       excludes: Sequence[str]) -> list[WatchTarget]:
+                       blocked: list[Interval]) -> list[WatchTarget]:
     path = ["groups", name]
     if not isinstance(table, dict):
         raise ConfigError(f"{_where(path)}: expected a table")
@@ -196,14 +194,14 @@ def targets_from_group(name: str, table: Mapping[str, Any], base: Settings,
     for i, item in enumerate(items):
         where = f"{_where(path)}.targets[{i}]"
         if isinstance(item, str):
-            out += expand_token(item, ports, settings, name, excludes, where)
+            out += expand_token(item, ports, settings, name, blocked, where)
         elif isinstance(item, dict):
             _check_keys(item, TARGET_KEYS, [f"{_where(path)}.targets[{i}]"])
             token = item.get("target")
             if not isinstance(token, str):
                 raise ConfigError(f"{where}: an inline table needs target = \"HOST:PORT\"")
             own = apply_settings(settings, item, [where])
-            out += expand_token(token, ports, own, name, excludes, where)
+            out += expand_token(token, ports, own, name, blocked, where)
         else:
             raise ConfigError(f"{where}: expected \"HOST:PORT\" or {{ target = ... }}")
     return out
@@ -260,11 +258,12 @@ def parse_config(doc: Mapping[str, Any], *, overrides: Mapping[str, Any] | None 
     if not isinstance(groups, dict):
         raise ConfigError("groups: expected tables [groups.NAME]")
     targets: dict[tuple[str, int, str | None], WatchTarget] = {}
+    blocked = _blocked(excludes)  # parsed once, for every token
     for token in cli_tokens:
-        for t in expand_token(token, cli_ports, base, "cli", excludes, "command line"):
+        for t in expand_token(token, cli_ports, base, "cli", blocked, "command line"):
             targets.setdefault(t.key, t)
     for name, table in groups.items():
-        for t in targets_from_group(name, table, base, excludes):
+        for t in targets_from_group(name, table, base, blocked):
             if targets.get(t.key) == t:
                 continue  # listed twice alike (a CIDR and an address in it): one target
             if t.key in targets:
@@ -283,6 +282,13 @@ def parse_config(doc: Mapping[str, Any], *, overrides: Mapping[str, Any] | None 
         exclude=tuple(excludes), resolve_interval=resolve_interval, concurrency=concurrency,
         passthrough=MappingProxyType(passthrough),
     )
+
+
+def _blocked(excludes: Sequence[str]) -> list[Interval]:
+    try:
+        return exclusion_set(excludes)
+    except UsageError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_combination(t: WatchTarget) -> None:

@@ -6,8 +6,8 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from synprobe.targets.addresses import format_ip, parse_ip
-from synprobe.targets.intervals import Interval
+from synprobe.targets.addresses import addresses_of, format_ip
+from synprobe.targets.intervals import Interval, contains
 
 
 def resolve_first(resolver: Callable[..., Any], name: str,
@@ -18,16 +18,11 @@ def resolve_first(resolver: Callable[..., Any], name: str,
         infos = resolver(name, None, 0, socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
         return None, "dns-" + one_word(getattr(exc, "strerror", None) or str(exc))
-    for family, _t, _p, _c, sockaddr in infos:
-        if family in (socket.AF_INET, socket.AF_INET6):
-            ip = parse_ip(str(sockaddr[0]).partition("%")[0])
-            if ip is None:
-                continue
-            version, value = ip
-            if any(v == version and lo <= value <= hi for v, lo, hi in excluded):
-                # Refused by us: the target stays unresolved, its checks fail as such.
-                return None, "excluded-address"
-            return format_ip(value, version == 6), ""  # canonical, as the Prober wants
+    for version, value in addresses_of(infos)[:1]:
+        if contains(excluded, version, value):
+            # Refused by us: the target stays unresolved, its checks fail as such.
+            return None, "excluded-address"
+        return format_ip(value, version == 6), ""  # canonical, as the Prober wants
     return None, "dns-no-address"
 
 

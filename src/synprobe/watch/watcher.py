@@ -25,7 +25,7 @@ from typing import Any
 from synprobe.errors import UsageError
 from synprobe.model import ProbeResult, State
 from synprobe.prober import Prober
-from synprobe.targets.tokens import _exclusion_set
+from synprobe.targets.exclusions import exclusion_set
 from synprobe.watch.config import Settings, WatchConfig
 from synprobe.watch.entry import Entry
 from synprobe.watch.events import event_record, rfc3339
@@ -73,7 +73,7 @@ class Watcher:
         self._wall = wall
         self.tick = tick
         self.entries: dict[Key, Entry] = {}
-        self._excluded = _exclusion_set(self.config.exclude, (), default_excludes=True)
+        self._excluded = exclusion_set(self.config.exclude)
         self._probers: dict[tuple[Any, ...], Prober] = {}
         self._retired_stats: dict[str, dict[str, int]] = {}
         self._schedule = Schedule()
@@ -249,7 +249,7 @@ class Watcher:
             for key, due in spread(keys, interval, now):
                 self._schedule.set(key, due)
         self.config = config
-        self._excluded = _exclusion_set(config.exclude, (), default_excludes=True)
+        self._excluded = exclusion_set(config.exclude)
         if not first:
             self.reloads["ok"] += 1
         self._poke()
