@@ -84,6 +84,7 @@ from .nsutil import (
     LabError,
     delete_netns,
     down_all,
+    end_processes,
     exec_argv,
     ip_batch,
     list_netns,
@@ -136,6 +137,7 @@ class DsrLab:
         self.listeners: dict[str, ListenerProcess] = {}
         self.stopped_accepts: dict[str, int] = {}  # accepts of listeners already stopped
         self._decaps: dict[str, subprocess.Popen[bytes]] = {}
+        self._popens: list[subprocess.Popen[Any]] = []
         self._captures: list[Capture | FrameCapture] = []
         self._sockets: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -197,6 +199,7 @@ class DsrLab:
             cap.close()
         for sock in list(self._sockets):
             sock.close()
+        end_processes(self._popens)
         for rs in list(self.listeners):
             self.stop_listener(rs)
         for rs, proc in list(self._decaps.items()):
@@ -261,6 +264,12 @@ class DsrLab:
         return int(_readline(proc, 5.0))
 
     # -- acting inside ---------------------------------------------------------------------------
+
+    def popen(self, ns: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        """Start argv inside `ns` (kwargs go to Popen). Terminated by PID at teardown."""
+        proc = subprocess.Popen(exec_argv(self.ns(ns), argv), **kwargs)
+        self._popens.append(proc)
+        return proc
 
     def run_in(self, ns: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`fn(*args, **kwargs)` on a fresh thread inside `ns` (its sockets stay there)."""
@@ -345,15 +354,9 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
         with contextlib.suppress(OSError):
             assert proc.stdin is not None
             proc.stdin.close()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
+        end_processes([proc], timeout)
     for pipe in (proc.stdout, proc.stderr):
         if pipe is not None:
             pipe.close()

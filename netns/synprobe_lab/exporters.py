@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .lab import Lab
-from .watchsvc import WatchProcess, free_port
+from .nsutil import end_processes
+from .watchsvc import WatchProcess, free_port, start_prometheus
 
 
 def lab_get(lab: Lab, url: str, ns: str = "client", timeout: float = 10.0,
@@ -70,7 +71,7 @@ class BlackboxExporter:
         return lab_get(self.lab, f"{self.base}/probe?{query}", self.ns)
 
     def stop(self) -> None:
-        stop_process(self.proc)
+        end_processes([self.proc], timeout=10.0)
 
 
 class SynprobeExporter:
@@ -115,14 +116,7 @@ class BlackboxStylePrometheus:
             "      - source_labels: [__param_target]\n        target_label: instance\n"
             f"      - target_label: __address__\n        replacement: 127.0.0.1:{port}\n"
             for job, port in exporters.items())
-        config = workdir / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n"
-                          f"scrape_configs:\n{jobs}")
-        (workdir / "tsdb").mkdir(exist_ok=True)
-        self.proc = lab.popen(ns, [
-            "prometheus", f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        self.proc = start_prometheus(lab, ns, workdir, self.port, jobs)
 
     def values(self, expr: str) -> dict[str, float]:
         """{instance: value} of an instant PromQL query ({} until Prometheus answers)."""
@@ -138,7 +132,7 @@ class BlackboxStylePrometheus:
                 for r in json.loads(body)["data"]["result"]}
 
     def stop(self) -> None:
-        stop_process(self.proc)
+        end_processes([self.proc], timeout=10.0)
 
 
 def wait_http(lab: Lab, url: str, proc: subprocess.Popen[Any], ns: str,
@@ -156,11 +150,3 @@ def wait_http(lab: Lab, url: str, proc: subprocess.Popen[Any], ns: str,
     raise TimeoutError(f"{url} did not answer in {timeout} s")
 
 
-def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)

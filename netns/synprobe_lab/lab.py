@@ -37,6 +37,7 @@ from .nsutil import (
     DEFAULT_PREFIX,
     LabError,
     delete_netns,
+    end_processes,
     exec_argv,
     ip_batch,
     lab_names,
@@ -145,14 +146,7 @@ class Lab:
             sock.close()
         for pool in self._executors:
             pool.shutdown(wait=False, cancel_futures=True)
-        for proc in self._popens:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+        end_processes(self._popens)
         if self.listener is not None:
             self.listener.stop()
             if self.listener.proc.returncode is None:

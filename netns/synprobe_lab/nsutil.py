@@ -94,6 +94,18 @@ def exec_argv(name: str, argv: Sequence[str]) -> list[str]:
     return ["ip", "netns", "exec", name, *argv]
 
 
+def end_processes(procs: Sequence[subprocess.Popen[Any]], timeout: float = 5.0) -> None:
+    """End processes we started, by PID: SIGTERM, then SIGKILL after `timeout`."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+
+
 def run(argv: Sequence[str], *, input: str | None = None, check: bool = True,
         timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """Run a command, capture text output, and on failure raise LabError carrying stderr."""

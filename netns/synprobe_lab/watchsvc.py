@@ -112,6 +112,19 @@ class WatchProcess:
         return code
 
 
+def start_prometheus(lab: Lab, ns: str, workdir: Path, port: int,
+                     scrape_configs: str) -> subprocess.Popen[Any]:
+    """The Debian `prometheus` server in `ns` on 127.0.0.1:`port`, scraping every second."""
+    config = workdir / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n"
+                      f"scrape_configs:\n{scrape_configs}")
+    (workdir / "tsdb").mkdir(exist_ok=True)
+    return lab.popen(ns, [
+        "prometheus", f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+
+
 class PrometheusProcess:
     """The Debian `prometheus` server scraping `targets` every second, in namespace `ns`."""
 
@@ -123,14 +136,7 @@ class PrometheusProcess:
         scrape = "".join(
             f"  - job_name: {name}\n    static_configs:\n      - targets: {json.dumps(targets)}\n"
             for name, targets in jobs.items())
-        config = workdir / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n"
-                          f"scrape_configs:\n{scrape}")
-        (workdir / "tsdb").mkdir(exist_ok=True)
-        self.proc = lab.popen(ns, [
-            "prometheus", f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        self.proc = start_prometheus(lab, ns, workdir, self.port, scrape)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         url = (f"http://127.0.0.1:{self.port}/api/v1/query?"
