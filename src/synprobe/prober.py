@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 
 from synprobe.api import (
@@ -25,6 +26,35 @@ from synprobe.targets.space import TargetSpace
 # What the engine thread hands the dispatcher: a batch of results, or the end of the engine
 # loop (None when it ended normally, else the exception that ended it).
 _Handoff = list[ProbeResult] | BaseException | None
+
+
+# What a batch callback of submit_many() gets: (the target as submitted, its result or the
+# exception that ended the engine before it was answered), many at a time.
+Outcomes = list[tuple[Target, ProbeResult | BaseException]]
+OnResults = Callable[[Outcomes], None]
+_log = logging.getLogger(__name__)
+
+
+def _call_back(on_results: OnResults, outcomes: Outcomes) -> None:
+    # A failing callback must not end the dispatcher: every other check would then hang.
+    try:
+        on_results(outcomes)
+    except Exception:
+        _log.exception("synprobe: a submit_many() callback raised")
+
+
+def _answer(waiters: Iterable[tuple[Target, ProbeResult | BaseException,
+                                     Iterable[Future[ProbeResult] | OnResults]]]) -> None:
+    """Resolve each Future; hand each batch callback all of its outcomes in one call."""
+    batched: dict[OnResults, Outcomes] = {}
+    for tgt, outcome, ws in waiters:
+        for w in ws:
+            if w.__class__ is Future:
+                _settle(w, outcome)  # type: ignore[arg-type]
+            else:
+                batched.setdefault(w, []).append((tgt, outcome))  # type: ignore[arg-type]
+    for on_results, outcomes in batched.items():
+        _call_back(on_results, outcomes)
 
 
 def _settle(fut: Future[ProbeResult], outcome: ProbeResult | BaseException) -> None:
@@ -94,7 +124,8 @@ class Prober:
             raise
         self._source = QueueSource()
         self._lock = threading.Lock()
-        self._pending: dict[Target, list[Future[ProbeResult]]] = {}
+        # Each check's waiters: a Future (submit) or a batch callback (submit_many(on_results=)).
+        self._pending: dict[Target, list[Future[ProbeResult] | OnResults]] = {}
         self._failure: BaseException | None = None
         self._closed = False
         self._ended = False
@@ -110,28 +141,29 @@ class Prober:
         self._thread.start()
 
     def _dispatch(self) -> None:
-        """The dispatcher thread: resolves futures, so their callbacks run here."""
+        """The dispatcher thread: resolves futures (so their callbacks run here) and calls the
+        batch callbacks, each once per engine batch."""
         while True:
             item = self._handoff.get()
             if not isinstance(item, list):
                 break
             with self._lock:
                 pending = self._pending
-                waiters = [(r, pending.pop(Target(r.host, r.port, r.via), [])) for r in item]
-            for result, futures in waiters:
-                for fut in futures:
-                    _settle(fut, result)
+                waiters = []
+                for r in item:
+                    tgt = Target(r.host, r.port, r.via)
+                    waiters.append((tgt, r, pending.pop(tgt, ())))
+            _answer(waiters)
         # The engine loop has ended and every result it gave is delivered. Anything still
         # pending would never be answered; under the lock, no submit() can add more after.
         with self._lock:
             self._ended = True
             self._failure = item
-            orphans = [f for fs in self._pending.values() for f in fs]
+            orphans = list(self._pending.items())
             self._pending.clear()
         error = item if item is not None else RuntimeError(
             "the prober's engine loop ended before this check finished")
-        for fut in orphans:
-            _settle(fut, error)
+        _answer([(tgt, error, ws) for tgt, ws in orphans])
 
     def _check_open(self) -> None:
         """Under the lock: refuse new checks once the engine failed, ended or was closed."""
@@ -162,26 +194,39 @@ class Prober:
                 waiters.append(fut)
         return fut
 
-    def submit_many(self, targets: Sequence[Target]) -> list[Future[ProbeResult]]:
+    def submit_many(self, targets: Sequence[Target], *,
+                    on_results: OnResults | None = None) -> list[Future[ProbeResult]]:
         """Start several checks with one wakeup of the engine (a scheduler's due checks of one
         tick): submit() wakes the engine per check, and at 10,000 checks a second that wakeup,
         not the check, was most of the cost. Targets must already be canonical, as
-        parse_target() or a TargetSpace makes them: they are not parsed again here."""
+        parse_target() or a TargetSpace makes them: they are not parsed again here.
+
+        With `on_results`, no Futures: it is called on the dispatcher thread with lists of
+        (target, ProbeResult or the exception that ended the engine), one call per batch
+        the engine hands over, once per target submitted (a target submitted twice is
+        answered twice); an empty list is returned. A Future per check (a Condition and its
+        lock each) was a sixth of the watch service's CPU per check. The callback must not
+        block; what it raises is logged."""
         if any(t.via is not None for t in targets):
             check_via_support(self._engine, [t.via for t in targets if t.via is not None])
         futures: list[Future[ProbeResult]] = []
         fresh: list[Target] = []
         with self._lock:
             self._check_open()
+            pending = self._pending
             for tgt in targets:
-                fut: Future[ProbeResult] = Future()
-                futures.append(fut)
-                waiters = self._pending.get(tgt)
+                waiter: Future[ProbeResult] | OnResults
+                if on_results is None:
+                    waiter = Future()
+                    futures.append(waiter)
+                else:
+                    waiter = on_results
+                waiters = pending.get(tgt)
                 if waiters is None:
-                    self._pending[tgt] = [fut]
+                    pending[tgt] = [waiter]
                     fresh.append(tgt)
                 else:
-                    waiters.append(fut)
+                    waiters.append(waiter)
             self._source.put_many(fresh)  # under the lock, as in submit()
         return futures
 

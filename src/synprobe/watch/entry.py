@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
-from synprobe.model import ProbeResult, Target
+from synprobe.model import Target
 from synprobe.watch.config import WatchTarget
 from synprobe.watch.events import rfc3339
 from synprobe.watch.labels import target_labels
@@ -16,14 +14,10 @@ from synprobe.watch.state import TargetState
 HISTORY = 24  # RTTs kept per target for the live view's sparkline
 
 
-def _nowhere(fut: Future[ProbeResult]) -> None:
-    """An Entry's result callback until the Watcher sets its own."""
-
-
 class Entry:
     """One watched target: its config, health, resolved address and check in flight."""
 
-    __slots__ = ("address", "deliver", "due", "fall", "history", "in_flight", "interval", "key",
+    __slots__ = ("address", "due", "fall", "history", "in_flight", "interval", "key",
                  "labels", "probe", "prober_key", "resolve_error", "retired", "rise", "state",
                  "target", "waiting")
 
@@ -32,7 +26,6 @@ class Entry:
         self.key = target.key
         self.retarget(target)
         self.set_address(None if target.is_name else target.host)
-        self.deliver: Callable[[Future[ProbeResult]], None] = _nowhere
         self.resolve_error = ""
         self.in_flight = False
         self.waiting: float | None = None  # a due slot that came while a check was running

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import math
 import socket
 import sys
@@ -19,12 +18,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 from synprobe.errors import UsageError
-from synprobe.model import ProbeResult, State
-from synprobe.prober import Prober
+from synprobe.model import ProbeResult, State, Target
+from synprobe.prober import Outcomes, Prober
 from synprobe.targets.exclusions import exclusion_set
 from synprobe.watch.config import Settings, WatchConfig
 from synprobe.watch.entry import Entry
@@ -77,7 +75,10 @@ class Watcher:
         self._probers: dict[tuple[Any, ...], Prober] = {}
         self._retired_stats: dict[str, dict[str, int]] = {}
         self._schedule = Schedule()
-        self._inbox: deque[tuple[Entry, Future[ProbeResult]]] = deque()
+        # Batches of outcomes left by the Probers' dispatchers, and which entries wait on each
+        # submitted target (a list: two names may resolve to one address).
+        self._inbox: deque[Outcomes] = deque()
+        self._flying: dict[Target, list[Entry]] = {}
         self._in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Future[None] | None = None
@@ -234,7 +235,6 @@ class Watcher:
             entry = self.entries.get(key)
             if entry is None:
                 entry = self.entries[key] = Entry(target)
-                entry.deliver = functools.partial(self._deliver, entry)
                 added.setdefault(target.settings.interval, []).append(key)
                 continue
             old_interval = entry.interval
@@ -329,12 +329,14 @@ class Watcher:
 
     def _submit(self, batches: dict[tuple[Any, ...], list[Entry]]) -> None:
         """One submit_many() per Prober: one engine wakeup for the tick's checks."""
+        flying = self._flying
         for key, items in batches.items():
             prober = self._probers.get(key)
+            probes = [e.probe for e in items]
             try:
                 if prober is None:
                     raise RuntimeError("no Prober for these settings")
-                futures = prober.submit_many([e.probe for e in items])  # type: ignore[misc]
+                prober.submit_many(probes, on_results=self._inbox.append)  # type: ignore[arg-type]
             except (UsageError, RuntimeError) as exc:  # the engine ended: ours, not the target's
                 reason = "engine-failed" if isinstance(exc, RuntimeError) else one_word(str(exc))
                 for entry in items:
@@ -342,33 +344,37 @@ class Watcher:
                     self._in_flight -= 1
                     self._finish(entry, self._local_result(entry, State.ERROR, reason))
                 continue
-            for entry, fut in zip(items, futures, strict=True):
-                fut.add_done_callback(entry.deliver)
-
-    def _deliver(self, entry: Entry, fut: Future[ProbeResult]) -> None:
-        """On a Prober's dispatcher thread: leave the result for the loop. No wakeup: while
-        checks are in flight the scheduler looks every tick anyway (a wakeup per result was a
-        third of the CPU per check at 2,000 checks a second)."""
-        self._inbox.append((entry, fut))
+            # Registered after submitting, safely: outcomes are only read by _drain(), on this
+            # loop, after this returns. A result left in the inbox wakes nobody: while checks
+            # are in flight the scheduler looks every tick anyway (a wakeup per result was a
+            # third of the CPU per check at 2,000 checks a second).
+            for probe, entry in zip(probes, items, strict=True):
+                waiting = flying.get(probe)  # type: ignore[arg-type]
+                if waiting is None:
+                    flying[probe] = [entry]  # type: ignore[index]
+                else:
+                    waiting.append(entry)
 
     def _drain(self) -> None:
-        inbox = self._inbox
+        inbox, flying = self._inbox, self._flying
         batches: dict[tuple[Any, ...], list[Entry]] = {}
         while inbox:
-            entry, fut = inbox.popleft()
-            entry.in_flight = False
-            self._in_flight -= 1
-            if entry.retired:
-                continue
-            try:
-                result = fut.result()
-            except BaseException as exc:  # the engine failed: a local failure, not evidence
-                result = self._local_result(entry, State.ERROR, type(exc).__name__)
-            self._finish(entry, result)
-            if entry.waiting is not None and not entry.retired:
-                due, entry.waiting = entry.waiting, None
-                assert self._loop is not None
-                self._start(entry, due, self._loop.time(), batches)
+            for target, outcome in inbox.popleft():
+                waiting = flying[target]
+                entry = waiting.pop(0)
+                if not waiting:
+                    del flying[target]
+                entry.in_flight = False
+                self._in_flight -= 1
+                if entry.retired:
+                    continue
+                if isinstance(outcome, BaseException):  # the engine failed: local, not evidence
+                    outcome = self._local_result(entry, State.ERROR, type(outcome).__name__)
+                self._finish(entry, outcome)
+                if entry.waiting is not None and not entry.retired:
+                    due, entry.waiting = entry.waiting, None
+                    assert self._loop is not None
+                    self._start(entry, due, self._loop.time(), batches)
         self._submit(batches)
 
     def _local_result(self, entry: Entry, state: State, reason: str) -> ProbeResult:
