@@ -116,19 +116,23 @@ def run_row(spec: rows.RowSpec, net: str, ports: tuple[int, ...], tmp: Path, env
 
 
 def run_family(specs: list[rows.RowSpec], net: str, ports: tuple[int, ...], runs: int,
-               tmp: Path, env: dict[str, str], timeout: float | None,
-               label: str) -> list[dict[str, Any]]:
-    """`runs` rounds over every row (interleaved, so drift hits all rows alike); medians."""
+               tmp: Path, env: dict[str, str], timeout: float | None, label: str, *,
+               fixed_timeout: float | None = None,
+               prepare: Callable[[Lab], None] | None = None) -> list[dict[str, Any]]:
+    """`runs` rounds over every row (interleaved, so drift hits all rows alike); medians.
+    `fixed_timeout` replaces the per-row timeout derived from the target count; `prepare`
+    shapes each fresh lab (bench/silent.py's drop rule)."""
     targets = rows.target_count(net, ports)
     per_row: dict[str, list[dict[str, Any]]] = {s.key: [] for s in specs}
     skipped = {s.key: s.missing() for s in specs}
+    limit = fixed_timeout if fixed_timeout is not None else row_timeout(targets, timeout)
     for n in range(runs):
         for spec in specs:
             if skipped[spec.key]:
                 continue
-            r = run_row(spec, net, ports, tmp, env, row_timeout(targets, timeout))
+            r = run_row(spec, net, ports, tmp, env, limit, prepare)
             per_row[spec.key].append(r)
-            status = (f"{r['rate']:,.0f}/s, {r.get('opens', '-')} open, "
+            status = (f"{r['wall_s']:.2f} s, {r['rate']:,.0f}/s, {r.get('opens', '-')} open, "
                       f"{r['maxrss_mb']:.0f} MB" if r["ok"] else f"FAILED: {r['error']}")
             print(f"[{label} {n + 1}/{runs}] {spec.name}: {status}", file=sys.stderr, flush=True)
     return [report.summarize(s.key, s.name, s.family, targets, per_row[s.key], skipped[s.key])

@@ -38,7 +38,7 @@ sys.path.insert(0, str(BENCH_DIR.parent / "netns"))
 
 import report  # noqa: E402
 import rows  # noqa: E402
-from run import _terminate, background_load, run_row  # noqa: E402
+from run import _terminate, background_load, run_family  # noqa: E402
 from synprobe_lab import Lab  # noqa: E402
 
 NET = "198.19.0.0/16"
@@ -103,24 +103,10 @@ def expected_opens(mask: int, targets: int = TARGETS) -> int:
 def run_workload(silent: int, specs: list[rows.RowSpec], runs: int, tmp: Path,
                  env: dict[str, str], ports: tuple[int, ...] = (80,)) -> list[dict[str, Any]]:
     mask = MASKS[silent]
-    targets = rows.target_count(NET, ports)
-    per_row: dict[str, list[dict[str, Any]]] = {s.key: [] for s in specs}
-    skipped = {s.key: s.missing() for s in specs}
-    for n in range(runs):
-        for spec in specs:
-            if skipped[spec.key]:
-                continue
-            r = run_row(spec, NET, ports, tmp, env, 60.0 * len(ports), preparer(mask))
-            per_row[spec.key].append(r)
-            status = (f"{r['wall_s']:.2f} s, {r.get('opens', '-')} open, "
-                      f"{r['maxrss_mb']:.0f} MB" if r["ok"] else f"FAILED: {r['error']}")
-            print(f"[{silent}% silent {n + 1}/{runs}] {spec.name}: {status}", file=sys.stderr,
-                  flush=True)
-    out = []
-    for s in specs:
-        row = report.summarize(s.key, s.name, s.family, targets, per_row[s.key], skipped[s.key])
-        row["expected_opens"] = expected_opens(mask, targets)
-        out.append(row)
+    out = run_family(specs, NET, ports, runs, tmp, env, None, f"{silent}% silent",
+                     fixed_timeout=60.0 * len(ports), prepare=preparer(mask))
+    for row in out:
+        row["expected_opens"] = expected_opens(mask, rows.target_count(NET, ports))
     return out
 
 
