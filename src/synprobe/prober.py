@@ -23,8 +23,8 @@ from synprobe.runner import EngineThread
 from synprobe.sources import QueueSource
 from synprobe.targets.space import TargetSpace
 
-# What the engine thread hands the dispatcher: a batch of results, or the end of the engine
-# loop (None when it ended normally, else the exception that ended it).
+# What the engine thread hands over: a batch of results, or the end of the engine loop (None
+# when it ended normally, else the exception that ended it).
 _Handoff = list[ProbeResult] | BaseException | None
 
 
@@ -43,8 +43,10 @@ def _call_back(on_results: OnResults, outcomes: Outcomes) -> None:
         _log.exception("synprobe: a submit_many() callback raised")
 
 
-def _answer(waiters: Iterable[tuple[Target, ProbeResult | BaseException,
-                                     Iterable[Future[ProbeResult] | OnResults]]]) -> None:
+_Waiters = tuple[Target, ProbeResult | BaseException, Iterable[Future[ProbeResult] | OnResults]]
+
+
+def _answer(waiters: Iterable[_Waiters]) -> None:
     """Resolve each Future; hand each batch callback all of its outcomes in one call."""
     batched: dict[OnResults, Outcomes] = {}
     for tgt, outcome, ws in waiters:
@@ -78,9 +80,10 @@ class Prober:
     the same target that overlap in time are answered by one probe (a health checker asking
     twice at once wants one answer, not two SYNs).
 
-    The engine thread runs no user code: futures are resolved, and their done-callbacks run,
-    on a dispatcher thread of their own, so a slow callback delays other results but never
-    the engine closing its sockets. A cancelled future is skipped; its check still runs.
+    Futures are resolved, and their done-callbacks run, on a dispatcher thread of its own, so
+    a slow callback delays other results but never the engine. A cancelled future is
+    skipped; its check still runs. Only `submit_many(on_results=...)` callbacks, which must
+    not block, run on the engine's thread.
 
     `submit()` validates what it can before queueing a check (the target, the real server's
     address, whether the engine can check through one). An exception the engine raises while
@@ -129,31 +132,58 @@ class Prober:
         self._failure: BaseException | None = None
         self._closed = False
         self._ended = False
-        self._handoff: queue.SimpleQueue[_Handoff] = queue.SimpleQueue()
+        # To the dispatcher: the waiters of answered checks that have a Future, then the end.
+        self._handoff: queue.SimpleQueue[list[_Waiters] | BaseException | None] = \
+            queue.SimpleQueue()
         self._dispatcher = threading.Thread(target=self._dispatch, name="synprobe-dispatch",
                                             daemon=True)
         self._dispatcher.start()
         # The engine thread only hands batches over (SimpleQueue.put never blocks). It
         # inherits the calling thread's network namespace, like its sockets. The source is
         # released in close(), after the dispatcher: a submit() may still put() until then.
-        self._thread = EngineThread(self._engine, self._source, self._handoff.put,
+        self._thread = EngineThread(self._engine, self._source, self._hand_over,
                                     release=False)
         self._thread.start()
 
+    def _hand_over(self, item: _Handoff) -> None:
+        """On the engine thread, per batch: batch callbacks are called here, at once (no
+        thread hop: handing each batch to the dispatcher, and that thread's wakeup and GIL
+        handoffs, was a tenth of the watch service's CPU per check); Futures go to the
+        dispatcher, so their done-callbacks never run on the engine thread."""
+        if not isinstance(item, list):
+            self._handoff.put(item)  # the end: the dispatcher answers what is left
+            return
+        futures: list[_Waiters] = []
+        batched: dict[OnResults, Outcomes] = {}
+        with self._lock:
+            pending = self._pending
+            for r in item:
+                tgt = Target(r.host, r.port, r.via)
+                waiters = pending.pop(tgt, ())
+                for w in waiters:
+                    if w.__class__ is Future:
+                        futures.append((tgt, r, waiters))
+                        break
+                else:
+                    for w in waiters:
+                        outcomes = batched.get(w)  # type: ignore[arg-type]
+                        if outcomes is None:
+                            batched[w] = [(tgt, r)]  # type: ignore[index]
+                        else:
+                            outcomes.append((tgt, r))
+        if futures:
+            self._handoff.put(futures)
+        for on_results, outcomes in batched.items():
+            _call_back(on_results, outcomes)
+
     def _dispatch(self) -> None:
-        """The dispatcher thread: resolves futures (so their callbacks run here) and calls the
-        batch callbacks, each once per engine batch."""
+        """The dispatcher thread: resolves futures (so their callbacks run here), with the
+        batch callbacks of targets that also have a Future waiting."""
         while True:
             item = self._handoff.get()
             if not isinstance(item, list):
                 break
-            with self._lock:
-                pending = self._pending
-                waiters = []
-                for r in item:
-                    tgt = Target(r.host, r.port, r.via)
-                    waiters.append((tgt, r, pending.pop(tgt, ())))
-            _answer(waiters)
+            _answer(item)
         # The engine loop has ended and every result it gave is delivered. Anything still
         # pending would never be answered; under the lock, no submit() can add more after.
         with self._lock:
@@ -201,12 +231,14 @@ class Prober:
         not the check, was most of the cost. Targets must already be canonical, as
         parse_target() or a TargetSpace makes them: they are not parsed again here.
 
-        With `on_results`, no Futures: it is called on the dispatcher thread with lists of
-        (target, ProbeResult or the exception that ended the engine), one call per batch
-        the engine hands over, once per target submitted (a target submitted twice is
-        answered twice); an empty list is returned. A Future per check (a Condition and its
-        lock each) was a sixth of the watch service's CPU per check. The callback must not
-        block; what it raises is logged."""
+        With `on_results`, no Futures: it is called with lists of (target, ProbeResult or
+        the exception that ended the engine), one call per batch the engine hands over, once
+        per target submitted (a target submitted twice is answered twice); an empty list is
+        returned. A Future per check (a Condition and its lock each) was a sixth of the watch
+        service's CPU per check. The callback runs on the engine's thread (on the dispatcher
+        when a Future also waits on the target, or for the checks the end of the engine left
+        unanswered): it must hand the outcomes on and return, never block, since the engine
+        waits for it (the watch service appends them to a deque). What it raises is logged."""
         if any(t.via is not None for t in targets):
             check_via_support(self._engine, [t.via for t in targets if t.via is not None])
         futures: list[Future[ProbeResult]] = []
