@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 SOL_PACKET = 263
 PACKET_STATISTICS = 6  # struct tpacket_stats { unsigned tp_packets, tp_drops; }, reset on read
+PACKET_IGNORE_OUTGOING = 23  # linux/if_packet.h, Linux 4.20+
 ETH_P_ALL = 0x0003
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 RCVBUF_BYTES = 64 << 20  # queued replies are bounded by --concurrency; room for tens of thousands
