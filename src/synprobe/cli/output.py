@@ -171,12 +171,13 @@ class Tally:
         return f"\r{self.done:,}{total}  {rate:,.0f}/s  open {self.states[State.OPEN]:,}  "
 
     def summary(self, engine: str, stats: dict[str, int]) -> dict[str, object]:
-        elapsed = self.elapsed
+        # Microseconds, and the rate from that: a short run's rate must be recomputable from
+        # what is printed (from the unrounded time, a 0.3 ms run disagreed by 0.2 %).
+        elapsed = round(self.elapsed, 6)
         return {
             "engine": engine,
             "targets": self.done,
-            # Microseconds: a short run's rate must be recomputable from what is printed.
-            "elapsed_s": round(elapsed, 6),
+            "elapsed_s": elapsed,
             "rate_per_s": round(self.done / elapsed, 1) if elapsed > 0 else None,
             "states": {s.value: self.states[s] for s in State},
             "stats": stats,
