@@ -5,6 +5,7 @@ came from and are signalled on a pipe the engine polls, as the packet socket's f
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import deque
 from typing import Any
@@ -15,6 +16,7 @@ class FakePacketIO:
         self.inbox: deque[tuple[bytes, bytes]] = deque()  # (packet, source MAC)
         self.closed = False
         self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)  # as the packet socket: receive() never waits
         self.recv_fd = self._r
 
     def __call__(self, *args: Any, **kw: Any) -> FakePacketIO:
@@ -36,7 +38,8 @@ class FakePacketIO:
         return self._take(limit)
 
     def _take(self, limit: int) -> list[tuple[bytes, bytes]]:
-        os.read(self._r, 4096)
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._r, 4096)
         out = [self.inbox.popleft() for _ in range(min(limit, len(self.inbox)))]
         if self.inbox:
             os.write(self._w, b"!")

@@ -109,6 +109,10 @@ attempt's SYN is built once either way."""
 
 _PLAIN_LANES = {False: ("ip", False), True: ("ip", True)}
 
+Deadline = list[Any]
+"""One sent batch's timeout: [deadline, the batch's send time, its probes, how many of them
+(from the front) are known settled]."""
+
 
 Key = tuple[bytes, int, bytes]  # (packed address, port, packed real server or b"")
 
@@ -122,6 +126,24 @@ def _drop_unsent(queue: deque[Probe], table: dict[Key, Probe]) -> None:
             del table[probe[_KEY]]
     queue.clear()
     queue.extend(kept)
+
+
+def _drop_settled(deadlines: deque[Deadline]) -> None:
+    """Forget the leading deadlines with nothing left to time out: every probe of the batch
+    answered, or sent again (a retry has a deadline of its own). The loop sleeps until the
+    first deadline; when targets answer, nearly every batch's deadline is settled long before
+    it comes, and waking for each was a third of the engine's wakeups in the watch service.
+    Each probe is looked at once: the count of settled ones is kept in the entry."""
+    while deadlines:
+        entry = deadlines[0]
+        sent, probes, i = entry[1], entry[2], entry[3]
+        n = len(probes)
+        while i < n and (probes[i][_DONE] or probes[i][_SENT] != sent):
+            i += 1
+        if i < n:
+            entry[3] = i
+            return
+        deadlines.popleft()
 
 
 class RawEngine:
@@ -252,85 +274,41 @@ class RawEngine:
                         raise self._unavailable(exc) from None
 
     def run(self, source: TargetSource) -> Iterator[list[ProbeResult]]:
+        """The engine's loop on the calling thread: turns of `open_run()`, blocking in between
+        until the receiver or the source's wakeup fd is readable, or the next deadline."""
         with os_errors(self.name):
-            io, self._io = self._io or self._open_io(), None
+            run = self.open_run(source)
             try:
                 poller = select.epoll()
                 try:
-                    poller.register(io.recv_fd, select.EPOLLIN)
+                    poller.register(run.fd, select.EPOLLIN)
                     if source.wakeup_fd is not None:
                         # Edge-triggered: while the table is full the loop does not pull, and a
                         # level-triggered eventfd would then wake it again and again for nothing.
                         poller.register(source.wakeup_fd, select.EPOLLIN | select.EPOLLET)
-                    yield from self._loop(source, io, poller)
+                    readable = False
+                    while True:
+                        done, wait = run.turn(readable)
+                        if done:
+                            yield done
+                        if wait is None:
+                            return
+                        if wait < 0 and source.wakeup_fd is None:
+                            wait = 0.0  # nothing but the source can start more: ask it again
+                        readable = False
+                        for fd, _ in poller.poll(wait, 4):
+                            readable = readable or fd == run.fd
                 finally:
                     poller.close()
-                    self._counters["kernel_drops"] += io.kernel_drops()
             finally:
-                io.close()
-                self._router.close()
+                run.close()
 
-    def _loop(self, source: TargetSource, io: PacketIO,
-              poller: select.epoll) -> Iterator[list[ProbeResult]]:
-        opts, clock, counters = self.options, self._clock, self._counters
-        pacer = Pacer(opts.rate, clock=clock)
-        table: dict[Key, Probe] = {}
-        queue: deque[Probe] = deque()  # first attempts and retries waiting for the pacer
-        # One timeout for every attempt: deadlines come due in send order, so a FIFO is a
-        # timer queue. An entry is one sent batch: (deadline, its send time, its probes);
-        # probes answered since, or sent again (a later `_SENT`), are skipped.
-        deadlines: deque[tuple[float, float, list[Probe]]] = deque()
-        exhausted = False
-        admission = getattr(source, "admission", always_go)
-        while True:
-            done: list[ProbeResult] = []
-            halt = admission()
-            if halt == ABORT:
-                return  # stopped by a signal: replies to SYNs out are the kernel's to reset
-            if halt == NO_NEW and queue:  # a deadline: SYNs not yet sent never are
-                _drop_unsent(queue, table)
-            more = False  # the source gave all that was asked: it may have more right now
-            if not exhausted and len(table) < opts.concurrency and len(queue) < SEND_BURST:
-                asked = min(opts.concurrency - len(table), SEND_BURST - len(queue))
-                pulled = source.pull(asked)
-                if pulled is None:
-                    exhausted = True
-                elif pulled:
-                    more = len(pulled) == asked
-                    self._admit(pulled, table, queue, done)
-            if queue:
-                self._send(io, pacer.allowance(min(len(queue), SEND_BURST)), queue, table,
-                           deadlines, done)
-            if exhausted and not table:
-                if done:
-                    yield done
-                return
-            now = clock()
-            wait = pacer.poll_wait(deadlines[0][0] if deadlines else None, now, bool(queue))
-            if done or (more and len(table) < opts.concurrency and len(queue) < SEND_BURST):
-                wait = 0.0  # results to hand over, or room and targets for the next burst
-            for fd, _ in poller.poll(wait, 4):
-                if fd == io.recv_fd:
-                    self._receive(io, table, done)
-                    counters["kernel_drops"] += io.kernel_drops()
-            now = clock()
-            retry: list[Probe] = []
-            while deadlines and deadlines[0][0] <= now:
-                _, sent, probes = deadlines.popleft()
-                for probe in probes:
-                    if probe[_DONE] or probe[_SENT] != sent:
-                        continue
-                    if probe[_ATTEMPT] <= opts.retries:  # a blind retry, with a new cookie
-                        counters["retries"] += 1
-                        self._reissue(probe)
-                        retry.append(probe)
-                    else:
-                        del table[probe[_KEY]]
-                        probe[_DONE] = True
-                        self._finish(probe, State.FILTERED, "timeout", None, done)
-            queue.extendleft(reversed(retry))  # older than any first attempt
-            if done:
-                yield done
+    def open_run(self, source: TargetSource) -> RawRun:
+        """A run of the engine to drive one turn at a time (`RawRun`); `run()` is one
+        driver, `synprobe.loop_prober.LoopProber` (an asyncio loop) the other."""
+        with os_errors(self.name):
+            io, self._io = self._io or self._open_io(), None
+        return RawRun(self, source, io)
 
     def _admit(self, targets: list[Target], table: dict[Key, Probe],
                queue: deque[Probe], done: list[ProbeResult]) -> None:
@@ -435,7 +413,7 @@ class RawEngine:
         return self._salts.get((remote, rport), (b"",))
 
     def _send(self, io: PacketIO, granted: int, queue: deque[Probe], table: dict[Key, Probe],
-              deadlines: deque[tuple[float, float, list[Probe]]],
+              deadlines: deque[Deadline],
               done: list[ProbeResult]) -> None:
         lanes: dict[Lane, list[Probe]] = {}
         popleft = queue.popleft
@@ -459,7 +437,7 @@ class RawEngine:
                 probe[_ATTEMPT] += 1
                 probe[_SENT] = now
             # A local drop (TRANSIENT_ERRNOS) is a lost attempt: its deadline stays.
-            deadlines.append((now + timeout, now, probes))
+            deadlines.append([now + timeout, now, probes, 0])
             for i, err in failed:
                 if err not in TRANSIENT_ERRNOS:  # refused locally: no route, a firewall's EPERM
                     probe = probes[i]
@@ -594,6 +572,99 @@ class RawEngine:
         for t in (probe[_TARGET], *(probe[_TWINS] or ())):
             done.append(ProbeResult(t.host, t.port, state, reason, rtt, probe[_ATTEMPT],
                                     self.name, probe[_SOURCE], t.via))
+
+
+
+class RawRun:
+    """One run of the raw engine as turns: the engine's loop without its waiting, so a thread
+    (`RawEngine.run`) or an event loop (`LoopProber`) can drive it.
+
+    `turn(readable)` reads the replies queued on `fd` (when the driver saw it readable),
+    retries or fails what timed out, then starts and sends what the source and the pacer
+    allow. It returns that turn's results and how long the driver may wait before the next
+    turn: until `fd` is readable, the source has more (its wakeup fd, or a new submit), or
+    `wait` seconds pass (-1: no timeout; None: the run is over, `close()` it).
+    """
+
+    def __init__(self, engine: RawEngine, source: TargetSource, io: PacketIO) -> None:
+        self.engine = engine
+        self.source = source
+        self.io = io
+        self.fd = io.recv_fd
+        self.pacer = Pacer(engine.options.rate, clock=engine._clock)
+        self.table: dict[Key, Probe] = {}
+        self.queue: deque[Probe] = deque()  # first attempts and retries waiting for the pacer
+        # One timeout for every attempt: deadlines come due in send order, so a FIFO is a
+        # timer queue. An entry is one sent batch (see `Deadline`); probes answered since, or
+        # sent again (a later `_SENT`), are skipped.
+        self.deadlines: deque[Deadline] = deque()
+        self.exhausted = False
+        self._admission = getattr(source, "admission", always_go)
+        self._closed = False
+
+    def turn(self, readable: bool) -> tuple[list[ProbeResult], float | None]:
+        engine, io, table, queue = self.engine, self.io, self.table, self.queue
+        deadlines, clock = self.deadlines, engine._clock
+        counters, opts = engine._counters, engine.options
+        done: list[ProbeResult] = []
+        if readable:
+            engine._receive(io, table, done)
+            counters["kernel_drops"] += io.kernel_drops()
+        now = clock()
+        retry: list[Probe] = []
+        while deadlines and deadlines[0][0] <= now:
+            _, sent, probes, _ = deadlines.popleft()
+            for probe in probes:
+                if probe[_DONE] or probe[_SENT] != sent:
+                    continue
+                if probe[_ATTEMPT] <= opts.retries:  # a blind retry, with a new cookie
+                    counters["retries"] += 1
+                    engine._reissue(probe)
+                    retry.append(probe)
+                else:
+                    del table[probe[_KEY]]
+                    probe[_DONE] = True
+                    engine._finish(probe, State.FILTERED, "timeout", None, done)
+        queue.extendleft(reversed(retry))  # older than any first attempt
+        halt = self._admission()
+        if halt == ABORT:
+            return done, None  # stopped by a signal: replies to SYNs out are the kernel's
+        if halt == NO_NEW and queue:  # a deadline: SYNs not yet sent never are
+            _drop_unsent(queue, table)
+        more = False  # the source gave all that was asked: it may have more right now
+        if not self.exhausted and len(table) < opts.concurrency and len(queue) < SEND_BURST:
+            asked = min(opts.concurrency - len(table), SEND_BURST - len(queue))
+            pulled = self.source.pull(asked)
+            if pulled is None:
+                self.exhausted = True
+            elif pulled:
+                more = len(pulled) == asked
+                engine._admit(pulled, table, queue, done)
+        if queue:
+            engine._send(io, self.pacer.allowance(min(len(queue), SEND_BURST)), queue, table,
+                         deadlines, done)
+            # Read what answered during the send (on veth, all of it) now, not after one more
+            # wakeup: HAProxy too tries its I/O before polling for it. Nothing queued costs one
+            # recvmmsg(2) returning EAGAIN.
+            engine._receive(io, table, done)
+        if self.exhausted and not table:
+            return done, None
+        if more and len(table) < opts.concurrency and len(queue) < SEND_BURST:
+            return done, 0.0  # room, and targets for the next burst
+        _drop_settled(deadlines)
+        return done, self.pacer.poll_wait(deadlines[0][0] if deadlines else None, clock(),
+                                          bool(queue))
+
+    def close(self) -> None:
+        """Close the sockets (a SYN-ACK still to come is then the kernel's to reset)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.engine._counters["kernel_drops"] += self.io.kernel_drops()
+        finally:
+            self.io.close()
+            self.engine._router.close()
 
 
 def _sent_earlier(probe: Probe, serial: int) -> float | None:
