@@ -223,6 +223,7 @@ async def serve_watch(args: argparse.Namespace, load: Callable[[], WatchConfig],
             fut.cancel()
         if http is not None:
             await http.cleanup()
+        await watcher.aclose()  # done by run(); not when start-up failed before it
         if exporter is not None:
             await asyncio.to_thread(exporter.close)
         if runner_cmd is not None:

@@ -21,13 +21,14 @@ from collections.abc import Callable
 from typing import Any
 
 from synprobe.errors import UsageError
+from synprobe.loop_prober import LoopProber
 from synprobe.model import ProbeResult, State, Target
-from synprobe.prober import Outcomes, Prober
+from synprobe.prober import Outcomes
 from synprobe.targets.exclusions import exclusion_set
 from synprobe.watch.config import Settings, WatchConfig
 from synprobe.watch.entry import Entry
 from synprobe.watch.events import event_record, rfc3339
-from synprobe.watch.probers import check_prober_via, close_probers, make_prober
+from synprobe.watch.probers import AnyProber, check_prober_via, close_probers, make_prober
 from synprobe.watch.resolve import one_word, resolve_first
 from synprobe.watch.schedule import (
     LATENESS_BUCKETS,
@@ -40,7 +41,7 @@ from synprobe.watch.schedule import (
 
 Key = tuple[str, int, str | None]
 EventSink = Callable[[dict[str, Any]], None]
-ProberFactory = Callable[[Settings, int], Prober]
+ProberFactory = Callable[[Settings, int], AnyProber]
 TICK = 0.005  # seconds between batches of checks (the most a check waits for its batch)
 STOP_BUDGET = 0.6  # seconds stop() waits for in-flight checks before leaving them to the kernel
 
@@ -72,7 +73,7 @@ class Watcher:
         self.tick = tick
         self.entries: dict[Key, Entry] = {}
         self._excluded = exclusion_set(self.config.exclude)
-        self._probers: dict[tuple[Any, ...], Prober] = {}
+        self._probers: dict[tuple[Any, ...], AnyProber] = {}
         self._retired_stats: dict[str, dict[str, int]] = {}
         self._schedule = Schedule()
         # Batches of outcomes left by the Probers' dispatchers, and which entries wait on each
@@ -81,7 +82,8 @@ class Watcher:
         self._flying: dict[Target, list[Entry]] = {}
         self._in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Future[None] | None = None
+        self._ticking = False  # the scheduler runs (between run()'s start and its end)
+        self._tick_handle: asyncio.Handle | None = None  # its next tick
         self._sleep_until = math.inf  # when the sleeping scheduler wakes up next
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -164,7 +166,7 @@ class Watcher:
         try:
             await self.apply(self.config, first=True)
         except BaseException:
-            await asyncio.to_thread(self._close_probers, list(self._probers.values()), 2.0)
+            await self._shut(list(self._probers.values()), 2.0)
             raise
         self._opened = True
 
@@ -174,18 +176,27 @@ class Watcher:
         await self.open()
         self._started.set()
         resolver = asyncio.ensure_future(self._resolve_forever())
-        scheduler = asyncio.ensure_future(self._schedule_forever())
+        assert self._loop is not None
+        self._ticking = True
+        self._tick_handle = self._loop.call_soon(self._tick)
         try:
             await self._stopping.wait()
         finally:
-            scheduler.cancel()
+            self._ticking = False
+            if self._tick_handle is not None:
+                self._tick_handle.cancel()
+                self._tick_handle = None
             resolver.cancel()
-            for task in (scheduler, resolver):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await asyncio.to_thread(self._close_probers, list(self._probers.values()),
-                                    STOP_BUDGET)
-            self._probers.clear()
+            with contextlib.suppress(asyncio.CancelledError):
+                await resolver
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the Probers (run() does, when it ends; for a Watcher opened but never run)."""
+        probers = list(self._probers.values())
+        self._probers.clear()
+        if probers:
+            await self._shut(probers, STOP_BUDGET)
 
     def request_stop(self) -> None:
         if self._stopping is not None:
@@ -196,13 +207,16 @@ class Watcher:
         change, the old config stays), then the targets: unchanged ones keep their state and
         schedule, added ones start, removed ones stop (and leave /metrics)."""
         wanted = {t.settings.check_key() for t in config.targets}
-        made: dict[tuple[Any, ...], Prober] = {}
+        made: dict[tuple[Any, ...], AnyProber] = {}
         try:
             for key in wanted - self._probers.keys():
                 settings = next(t.settings for t in config.targets
                                 if t.settings.check_key() == key)
                 made[key] = await asyncio.to_thread(self._prober_factory, settings,
                                                     config.concurrency)
+                attach = getattr(made[key], "attach", None)
+                if attach is not None:  # a LoopProber: its engine runs on this loop
+                    attach(self._loop)
             for t in config.targets:
                 if t.via is not None:
                     prober = made.get(t.settings.check_key()) or self._probers[
@@ -254,25 +268,44 @@ class Watcher:
             self.reloads["ok"] += 1
         self._poke()
 
-    def _close_probers(self, probers: list[Prober], budget: float) -> None:
+    def _close_probers(self, probers: list[AnyProber], budget: float) -> None:
         close_probers(probers, budget, self._retired_stats)
+
+    async def _shut(self, probers: list[AnyProber], budget: float) -> None:
+        """Close for good (the loop is about to end): in-flight checks get `budget` seconds;
+        a LoopProber still waiting for answers then closes at once, while its loop still runs
+        (a SYN-ACK to come is then the kernel's to reset)."""
+        await asyncio.to_thread(self._close_probers, probers, budget)
+        for prober in probers:
+            if isinstance(prober, LoopProber):
+                prober.close()
 
     # -- scheduling -----------------------------------------------------------------------------
 
     def _poke(self) -> None:
-        self._sleep_until = -math.inf  # awake: nobody need poke it again until it sleeps
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+        """Run the scheduler now: it may sleep past a check that has just become due."""
+        if self._sleep_until == -math.inf:
+            return  # awake (or already poked): nobody need poke it again until it sleeps
+        self._sleep_until = -math.inf
+        if self._ticking:
+            assert self._loop is not None
+            if self._tick_handle is not None:
+                self._tick_handle.cancel()
+            self._tick_handle = self._loop.call_soon(self._tick)
 
-    async def _schedule_forever(self) -> None:
+    def _tick(self) -> None:
+        """The scheduler: results in, due checks out, then the next tick armed. A loop
+        callback: a coroutine woken through a future took one more loop iteration and a task
+        step per tick, a fifth of the CPU per check at 2,000 checks a second (docs/watch.md)."""
         loop = self._loop
         assert loop is not None
-        schedule = self._schedule
-        while True:
+        self._tick_handle = None
+        self._sleep_until = -math.inf
+        try:
             self._drain()
             now = loop.time()
             batches: dict[tuple[Any, ...], list[Entry]] = {}
-            for key, due in schedule.pop_due(now, 2048):
+            for key, due in self._schedule.pop_due(now, 2048):
                 entry = self.entries.get(key)  # type: ignore[arg-type]
                 if entry is None:
                     continue
@@ -281,24 +314,22 @@ class Watcher:
                 else:
                     self._start(entry, due, now, batches)
             self._submit(batches)
-            nxt = schedule.next_due()
-            if nxt is not None and nxt <= loop.time():
-                await asyncio.sleep(0)  # let results and HTTP in between batches
-                continue
-            # Checks go out in ticks: each batch costs the engine one wakeup, and per-wakeup
-            # costs dominate at thousands of checks a second (docs/watch.md). A check waits at
-            # most one tick to start, a result at most one tick to be seen.
-            later = math.inf if nxt is None else nxt
-            nxt = now + self.tick if self._in_flight else max(later, now + self.tick)
-            self._wake = loop.create_future()
-            self._sleep_until = nxt
-            timer = None if nxt == math.inf else loop.call_at(nxt, self._poke)
-            try:
-                await self._wake
-            finally:
-                if timer is not None:
-                    timer.cancel()
-                self._wake = None
+        except Exception as exc:  # never silently stop checking: end the service, say why
+            self._log(f"synprobe watch: the scheduler failed: {exc!r}")
+            self.request_stop()
+            return
+        nxt = self._schedule.next_due()
+        if nxt is not None and nxt <= loop.time():
+            self._tick_handle = loop.call_soon(self._tick)  # results and HTTP in between
+            return
+        # Checks go out in ticks: each batch costs the engine one turn, and per-turn costs
+        # dominate at thousands of checks a second (docs/watch.md). A check waits at most one
+        # tick to start, a result at most one tick to be seen.
+        later = math.inf if nxt is None else nxt
+        nxt = now + self.tick if self._in_flight else max(later, now + self.tick)
+        self._sleep_until = nxt
+        if nxt != math.inf:
+            self._tick_handle = loop.call_at(nxt, self._tick)
 
     def _start(self, entry: Entry, due: float, now: float,
                batches: dict[tuple[Any, ...], list[Entry]]) -> None:
