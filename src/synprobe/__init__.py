@@ -25,6 +25,7 @@ from synprobe.registry import engines, register_engine
 if TYPE_CHECKING:
     from synprobe.api import ResultStream, aprobe, aprobe_many, probe, probe_many
     from synprobe.engines.raw.options import RawOptions
+    from synprobe.loop_prober import LoopProber
     from synprobe.prober import Prober
     from synprobe.targets.build import build_space, parse_target
     from synprobe.targets.space import TargetSpace
@@ -44,6 +45,7 @@ _LAZY = {
     "TargetSpace": "synprobe.targets.space",
     "RawOptions": "synprobe.engines.raw.options",
     "Prober": "synprobe.prober",
+    "LoopProber": "synprobe.loop_prober",
     "Watcher": "synprobe.watch.watcher",
 }
 
@@ -63,6 +65,7 @@ __all__ = [
     "Engine",
     "EngineError",
     "EngineUnavailable",
+    "LoopProber",
     "ProbeOptions",
     "ProbeResult",
     "Prober",
