@@ -350,6 +350,52 @@ def test_close_on_the_loop_answers_what_is_pending_at_once(later: LaterNet) -> N
     on_loop(body)
 
 
+def test_a_callback_that_closes_the_prober_ends_it_as_closed(net: FakeNet) -> None:
+    """Regression: the turn that called the callback went round again on the run close() had
+    just closed, sent on its closed socket (EBADF), and recorded that as an engine failure."""
+    async def body() -> None:
+        prober = LoopProber(timeout=0.5, retries=0, concurrency=64)
+        prober.attach()
+        inner = Got()
+
+        def outer(outcomes: list[Any]) -> None:
+            prober.submit_many([CLOSED_T], on_results=inner)  # queued: the turn is running
+            prober.close()  # on the loop's thread: at once
+
+        prober.submit_many([OPEN_T], on_results=outer)
+        [(target, error)] = inner.outcomes
+        assert target == CLOSED_T and isinstance(error, RuntimeError)
+        assert len(net.sent) == 1 and net.closed  # nothing was sent after the close
+        with pytest.raises(RuntimeError, match="closed"):  # closed, not "engine failed"
+            prober.submit_many([OPEN_T], on_results=inner)
+        assert prober._timer is None and not prober._soon  # nothing armed on a closed prober
+
+    on_loop(body)
+
+
+def test_close_off_the_loop_when_it_is_not_running_closes_now(net: FakeNet) -> None:
+    """Regression: an attached loop that is stopped (not closed) never runs the close request:
+    close() waited for it forever (or `timeout`) and left the sockets open."""
+    loop = asyncio.new_event_loop()
+    try:
+        async def attached() -> LoopProber:
+            prober = LoopProber(timeout=0.5, retries=0, concurrency=64)
+            prober.attach()
+            prober.submit_many([SILENT_T], on_results=got)
+            return prober
+
+        got = Got()
+        prober = loop.run_until_complete(attached())
+        t0 = time.monotonic()
+        prober.close(WAIT)  # not on the loop's thread in the sense that matters: none runs it
+        assert time.monotonic() - t0 < WAIT / 2
+        assert net.closed
+        [(target, error)] = got.outcomes
+        assert target == SILENT_T and isinstance(error, RuntimeError)
+    finally:
+        loop.close()
+
+
 def test_aclose_finishes_the_checks_in_flight(net: FakeNet) -> None:
     async def body() -> None:
         prober = LoopProber(timeout=0.05, retries=0, concurrency=64)
