@@ -243,8 +243,8 @@ class LoopProber:
     def close(self, timeout: float | None = None) -> None:
         """Finish the checks in flight, then close the sockets. From another thread while the
         loop runs: waits (up to `timeout`). On the loop's thread, or with no loop running:
-        closes now, and what is in flight is answered with RuntimeError (a SYN-ACK still to come is
-        the kernel's to reset)."""
+        closes now, and what is in flight is answered with RuntimeError (a SYN-ACK still to
+        come is the kernel's to reset)."""
         if self._ended.is_set():
             return
         loop = self._loop
