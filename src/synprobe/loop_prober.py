@@ -147,6 +147,8 @@ class LoopProber:
                 readable = False
                 if done:
                     self._deliver(done)
+                    if self._run is not run:  # a callback closed the prober: the run is over
+                        return
                 if wait is None:
                     self._end(None)
                     return
@@ -240,14 +242,15 @@ class LoopProber:
 
     def close(self, timeout: float | None = None) -> None:
         """Finish the checks in flight, then close the sockets. From another thread while the
-        loop runs: waits (up to `timeout`). On the loop's thread, or without a loop: closes
-        now, and what is in flight is answered with RuntimeError (a SYN-ACK still to come is
-        the kernel's to reset)."""
+        loop runs: waits (up to `timeout`). On the loop's thread, or with no loop running:
+        closes now, and what is in flight is answered with RuntimeError (a SYN-ACK still to
+        come is the kernel's to reset)."""
         if self._ended.is_set():
             return
         loop = self._loop
         on_loop = loop is not None and _running_loop() is loop
-        if loop is None or on_loop or loop.is_closed():
+        # A loop that is not running (stopped, or closed) would never run the close request.
+        if loop is None or on_loop or not loop.is_running():
             self._closing = self._backlog.closed = True
             self._end(None)
             return

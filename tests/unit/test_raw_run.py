@@ -1,0 +1,119 @@
+"""The raw engine's loop as turns (`RawRun`): settled deadlines are forgotten, replies that came
+during a send are read in the same turn, and `run()` ends over a source without a wakeup fd
+whose targets were all answered inside the send. On the fake network of test_raw_engine."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from test_raw_engine import FakeNet, engine
+
+from synprobe.engines.raw import engine as raw
+from synprobe.model import ProbeResult, State, Target
+from synprobe.sources import IterSource
+
+WAIT = 5.0  # a hang guard, never a synchronisation
+
+
+@pytest.fixture
+def net() -> Iterator[FakeNet]:
+    fake = FakeNet()
+    yield fake
+    fake.shut()
+
+
+def probe(sent: float, *, done: bool = False) -> list[Any]:
+    """An in-flight record with only what _drop_settled reads: answered, and when the latest
+    attempt left."""
+    record: list[Any] = [None] * 13
+    record[raw._DONE] = done
+    record[raw._SENT] = sent
+    return record
+
+
+def deadline(sent: float, probes: list[list[Any]]) -> list[Any]:
+    return [sent + 1.0, sent, probes, 0]
+
+
+def test_drop_settled_forgets_leading_batches_with_nothing_left_to_time_out() -> None:
+    answered = deadline(1.0, [probe(1.0, done=True), probe(1.0, done=True)])
+    resent = deadline(2.0, [probe(5.0)])  # sent again since: the retry has its own deadline
+    waiting = deadline(3.0, [probe(3.0, done=True), probe(3.0), probe(3.0, done=True)])
+    behind = deadline(4.0, [probe(4.0, done=True)])  # settled, but after a pending one
+    deadlines = deque([answered, resent, waiting, behind])
+    raw._drop_settled(deadlines)
+    assert list(deadlines) == [waiting, behind]
+    assert waiting[3] == 1  # the settled probes before the pending one are not looked at again
+
+
+def test_drop_settled_resumes_from_the_stored_index() -> None:
+    pending = probe(3.0)
+    entry = deadline(3.0, [probe(3.0, done=True), pending, probe(3.0)])
+    deadlines = deque([entry])
+    raw._drop_settled(deadlines)
+    assert list(deadlines) == [entry] and entry[3] == 1
+    pending[raw._DONE] = True
+    raw._drop_settled(deadlines)
+    assert list(deadlines) == [entry] and entry[3] == 2
+    entry[2][2][raw._SENT] = 9.0  # the last one was sent again
+    raw._drop_settled(deadlines)
+    assert not deadlines
+    raw._drop_settled(deadlines)  # empty: nothing to do
+    assert not deadlines
+
+
+def test_replies_that_came_during_the_send_are_read_in_the_same_turn(net: FakeNet) -> None:
+    eng = engine(io_factory=net, timeout=0.5, retries=0)
+    run = eng.open_run(IterSource([Target("127.0.0.2", 80), Target("127.0.0.2", 81)]))
+    try:
+        done, wait = run.turn(False)  # not told the receiver is readable
+        assert {(r.port, r.state) for r in done} == {(80, State.OPEN), (81, State.CLOSED)}
+        # Every deadline is settled: no timer for them, only the source can start more.
+        assert wait == -1.0
+        assert run.turn(False) == ([], None)  # the source is exhausted: the run is over
+    finally:
+        run.close()
+    assert net.closed
+
+
+def test_a_turn_without_answers_waits_for_the_deadline(net: FakeNet) -> None:
+    eng = engine(io_factory=net, timeout=0.5, retries=0)
+    run = eng.open_run(IterSource([Target("127.0.0.2", 82)]))
+    try:
+        done, wait = run.turn(False)
+        assert done == [] and wait is not None and 0.0 < wait <= 0.5
+    finally:
+        run.close()
+
+
+def test_run_ends_when_every_target_was_answered_inside_the_send(net: FakeNet) -> None:
+    """IterSource has no wakeup fd: with nothing in flight and nothing readable, run() must ask
+    it again, not wait forever for an event that cannot come."""
+    eng = engine(io_factory=net, timeout=0.5, retries=0)
+    results: list[ProbeResult] = []
+    failed: list[BaseException] = []
+
+    def drive() -> None:
+        try:
+            for batch in eng.run(IterSource([Target("127.0.0.2", 80), Target("::1", 81)])):
+                results.extend(batch)
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=drive, name="test-raw-run", daemon=True)
+    thread.start()
+    thread.join(WAIT)
+    hung = thread.is_alive()
+    if hung:  # wake the poller so the thread can end, then fail
+        os.write(net._w, b"!")
+        thread.join(WAIT)
+    assert not hung, "run() waited forever after its targets were answered"
+    assert not failed
+    assert {(r.host, r.port, r.state) for r in results} == {
+        ("127.0.0.2", 80, State.OPEN), ("::1", 81, State.CLOSED)}
+    assert net.closed
