@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from synprobe.api import check_via_support, make_options, open_engine
+from synprobe.engines.base import os_errors
 from synprobe.engines.raw.engine import RawEngine, RawRun
 from synprobe.errors import UsageError
 from synprobe.model import ProbeResult, Target
@@ -143,7 +144,8 @@ class LoopProber:
         try:
             while True:
                 self._again = False
-                done, wait = run.turn(readable)
+                with os_errors(self.engine_name):  # the engine's boundary, as in run()
+                    done, wait = run.turn(readable)
                 readable = False
                 if done:
                     self._deliver(done)

@@ -17,7 +17,7 @@ from test_raw_engine import NO_OVERLAP, FakeNet, answer
 
 import synprobe.registry as registry
 from synprobe.engines.raw.engine import RawEngine
-from synprobe.errors import UsageError
+from synprobe.errors import EngineError, UsageError
 from synprobe.loop_prober import LoopProber
 from synprobe.model import ProbeResult, State, Target
 
@@ -450,11 +450,15 @@ def test_an_engine_failure_answers_every_pending_check_and_ends_the_prober(
             later.release()
         await first.until(1)
         await second.until(1)
-        assert [r for _, r in first.outcomes + second.outcomes] == [failure, failure]
+        # The engine's boundary, as Prober's engine thread has it: the model's EngineError.
+        outcomes = [r for _, r in first.outcomes + second.outcomes]
+        assert len(outcomes) == 2 and outcomes[0] is outcomes[1]
+        assert isinstance(outcomes[0], EngineError) and outcomes[0].__cause__ is failure
+        assert "Input/output error" in str(outcomes[0])
         assert later.closed
         with pytest.raises(RuntimeError, match="failed") as info:
             prober.submit_many([SILENT_T], on_results=first)
-        assert info.value.__cause__ is failure
+        assert info.value.__cause__ is outcomes[0]
         prober.close()  # already over: returns at once
 
     on_loop(body)
