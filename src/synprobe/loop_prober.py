@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -29,11 +30,14 @@ from synprobe.model import ProbeResult, Target
 from synprobe.prober import OnResults, Outcomes, _call_back
 from synprobe.sources import GO
 
+CLOSE_SLICE = 0.1  # seconds: how often close() from another thread looks at the loop
+
 
 class _Backlog:
     """The targets submitted and not yet pulled by the engine: one thread, no lock, no fd."""
 
     wakeup_fd = None
+    puts_turn = True  # submit_many() runs a turn after each put: RawRun need not ask again
 
     def __init__(self) -> None:
         self.targets: deque[Target] = deque()
@@ -261,7 +265,20 @@ class LoopProber:
         except RuntimeError:  # the loop has closed meanwhile
             self._end(None)
             return
-        self._ended.wait(timeout)
+        # In slices: a loop that stops before it runs the request (loop.stop() skips what was
+        # queued meanwhile) would leave this waiting for ever and the sockets open.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._ended.wait(CLOSE_SLICE):
+            if not loop.is_running():
+                self._end(None)
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+
+    @property
+    def ended(self) -> bool:
+        """Closed for good: the sockets are closed and every check was answered."""
+        return self._ended.is_set()
 
     async def aclose(self) -> None:
         """On the loop: finish the checks in flight, then close."""

@@ -14,7 +14,9 @@ import pytest
 from test_raw_engine import FakeNet, engine
 
 from synprobe.engines.raw import engine as raw
+from synprobe.loop_prober import _Backlog
 from synprobe.model import ProbeResult, State, Target
+from synprobe.runner import ThrottledSource
 from synprobe.sources import IterSource
 
 WAIT = 5.0  # a hang guard, never a synchronisation
@@ -73,12 +75,25 @@ def test_replies_that_came_during_the_send_are_read_in_the_same_turn(net: FakeNe
     try:
         done, wait = run.turn(False)  # not told the receiver is readable
         assert {(r.port, r.state) for r in done} == {(80, State.OPEN), (81, State.CLOSED)}
-        # Every deadline is settled: no timer for them, only the source can start more.
-        assert wait == -1.0
+        # Nothing in flight: only the source can say whether it is done, so ask it at once.
+        assert wait == 0.0
         assert run.turn(False) == ([], None)  # the source is exhausted: the run is over
     finally:
         run.close()
     assert net.closed
+
+
+def test_settled_deadlines_leave_nothing_to_wait_for(net: FakeNet) -> None:
+    """A source whose puts run turns themselves (LoopProber's) is not asked again: with every
+    deadline settled the turn waits for the next event (-1), with no timer."""
+    backlog = _Backlog()
+    backlog.targets.extend([Target("127.0.0.2", 80), Target("127.0.0.2", 81)])
+    run = engine(io_factory=net, timeout=0.5, retries=0).open_run(backlog)
+    try:
+        done, wait = run.turn(False)
+        assert len(done) == 2 and wait == -1.0 and not run.deadlines
+    finally:
+        run.close()
 
 
 def test_a_turn_without_answers_waits_for_the_deadline(net: FakeNet) -> None:
@@ -91,16 +106,22 @@ def test_a_turn_without_answers_waits_for_the_deadline(net: FakeNet) -> None:
         run.close()
 
 
-def test_run_ends_when_every_target_was_answered_inside_the_send(net: FakeNet) -> None:
-    """IterSource has no wakeup fd: with nothing in flight and nothing readable, run() must ask
-    it again, not wait forever for an event that cannot come."""
+@pytest.mark.parametrize("throttled", [False, True], ids=["iter-source", "throttled-source"])
+def test_run_ends_when_every_target_was_answered_inside_the_send(net: FakeNet,
+                                                                  throttled: bool) -> None:
+    """With nothing in flight and nothing readable, only the source knows whether it is done
+    (an iterable ends with a short batch, then None): run() must ask it again, not wait forever
+    for an event that cannot come. IterSource has no wakeup fd; probe_many()'s ThrottledSource
+    has one that nobody writes (the README's probe_many example hung on it)."""
     eng = engine(io_factory=net, timeout=0.5, retries=0)
     results: list[ProbeResult] = []
     failed: list[BaseException] = []
+    targets = [Target("127.0.0.2", 80), Target("::1", 81)]
+    source = ThrottledSource(targets, 1000) if throttled else IterSource(targets)
 
     def drive() -> None:
         try:
-            for batch in eng.run(IterSource([Target("127.0.0.2", 80), Target("::1", 81)])):
+            for batch in eng.run(source):
                 results.extend(batch)
         except BaseException as exc:
             failed.append(exc)
@@ -117,3 +138,5 @@ def test_run_ends_when_every_target_was_answered_inside_the_send(net: FakeNet) -
     assert {(r.host, r.port, r.state) for r in results} == {
         ("127.0.0.2", 80, State.OPEN), ("::1", 81, State.CLOSED)}
     assert net.closed
+    if isinstance(source, ThrottledSource):
+        source.release()

@@ -600,6 +600,8 @@ class RawRun:
         self.deadlines: deque[Deadline] = deque()
         self.exhausted = False
         self._admission = getattr(source, "admission", always_go)
+        # A source whose every put runs a turn itself (LoopProber's) needs no second look.
+        self._ask_again = not getattr(source, "puts_turn", False)
         self._closed = False
 
     def turn(self, readable: bool) -> tuple[list[ProbeResult], float | None]:
@@ -632,12 +634,14 @@ class RawRun:
         if halt == NO_NEW and queue:  # a deadline: SYNs not yet sent never are
             _drop_unsent(queue, table)
         more = False  # the source gave all that was asked: it may have more right now
+        took = False
         if not self.exhausted and len(table) < opts.concurrency and len(queue) < SEND_BURST:
             asked = min(opts.concurrency - len(table), SEND_BURST - len(queue))
             pulled = self.source.pull(asked)
             if pulled is None:
                 self.exhausted = True
             elif pulled:
+                took = True
                 more = len(pulled) == asked
                 engine._admit(pulled, table, queue, done)
         if queue:
@@ -651,6 +655,11 @@ class RawRun:
             return done, None
         if more and len(table) < opts.concurrency and len(queue) < SEND_BURST:
             return done, 0.0  # room, and targets for the next burst
+        if took and not table and self._ask_again:
+            # Everything taken was answered within the turn, so no reply or deadline will wake
+            # the driver, and only the source knows whether it is done (an iterable ends with
+            # a short batch, then None): ask it again rather than sleep on it.
+            return done, 0.0
         _drop_settled(deadlines)
         return done, self.pacer.poll_wait(deadlines[0][0] if deadlines else None, clock(),
                                           bool(queue))
