@@ -132,6 +132,7 @@ class Prober:
         self._failure: BaseException | None = None
         self._closed = False
         self._ended = False
+        self._release_at_end = False  # close() came from the engine thread (a batch callback)
         # To the dispatcher: the waiters of answered checks that have a Future, then the end.
         self._handoff: queue.SimpleQueue[list[_Waiters] | BaseException | None] = \
             queue.SimpleQueue()
@@ -194,6 +195,8 @@ class Prober:
         error = item if item is not None else RuntimeError(
             "the prober's engine loop ended before this check finished")
         _answer([(tgt, error, ws) for tgt, ws in orphans])
+        if self._release_at_end:  # close() ran on the engine thread, which has ended now
+            self._source.release()
 
     def _check_open(self) -> None:
         """Under the lock: refuse new checks once the engine failed, ended or was closed."""
@@ -237,8 +240,9 @@ class Prober:
         returned. A Future per check (a Condition and its lock each) was a sixth of the watch
         service's CPU per check. The callback runs on the engine's thread (on the dispatcher
         when a Future also waits on the target, or for the checks the end of the engine left
-        unanswered): it must hand the outcomes on and return, never block, since the engine
-        waits for it (the watch service appends them to a deque). What it raises is logged."""
+        unanswered: so two calls may overlap, on two threads): it must hand the outcomes on
+        and return, never block, since the engine waits for it (the watch service appends
+        them to a deque). What it raises is logged."""
         if any(t.via is not None for t in targets):
             check_via_support(self._engine, [t.via for t in targets if t.via is not None])
         futures: list[Future[ProbeResult]] = []
@@ -294,6 +298,11 @@ class Prober:
                 return
             self._closed = True
         self._source.close()
+        if self._thread.is_current():
+            # From a batch callback, on the engine thread: the loop ends once it returns, and
+            # the dispatcher, which ends after it, releases the source.
+            self._release_at_end = True
+            return
         self._thread.join()
         # Every future is resolved once the dispatcher ends. Not when close() runs in a done
         # callback, on the dispatcher itself: it ends when that callback returns.

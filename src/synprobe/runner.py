@@ -171,3 +171,7 @@ class EngineThread:
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
+
+    def is_current(self) -> bool:
+        """Whether the caller runs on this engine thread (e.g. inside a batch callback)."""
+        return threading.current_thread() is self._thread

@@ -467,3 +467,51 @@ def test_an_engine_failure_answers_every_pending_check_and_ends_the_prober(
 def test_the_shaker_is_refused() -> None:
     with pytest.raises(UsageError, match="raw engine only"):
         LoopProber("shaker")
+
+
+def test_close_from_another_thread_ends_when_the_loop_stops_before_running_it(
+        net: FakeNet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (review): a loop that stops after close() queued its request never runs it
+    (loop.stop() ends the iteration); close() waited for ever and left the sockets open."""
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, name="test-loop", daemon=True)
+    runner.start()
+    try:
+        async def attached() -> LoopProber:
+            prober = LoopProber(timeout=2.0, retries=0, concurrency=64)
+            prober.attach()
+            prober.submit_many([SILENT_T], on_results=got)
+            return prober
+
+        got = Got()
+        prober = asyncio.run_coroutine_threadsafe(attached(), loop).result(WAIT)
+        inside, proceed, queued = threading.Event(), threading.Event(), threading.Event()
+
+        def blocker() -> None:  # holds the loop until close() has queued its request
+            inside.set()
+            proceed.wait(WAIT)
+            loop.stop()  # this iteration ends; the request queued meanwhile never runs
+
+        post = loop.call_soon_threadsafe
+
+        def posting(callback: Any, *args: Any) -> Any:
+            handle = post(callback, *args)
+            queued.set()
+            return handle
+
+        loop.call_soon_threadsafe(blocker)
+        assert inside.wait(WAIT)
+        monkeypatch.setattr(loop, "call_soon_threadsafe", posting)
+        closer = threading.Thread(target=prober.close, name="test-close", daemon=True)
+        closer.start()
+        assert queued.wait(WAIT)
+        proceed.set()
+        closer.join(WAIT)
+        assert not closer.is_alive(), "close() waited on a loop that had stopped"
+        assert prober.ended and net.closed
+        [(target, error)] = got.outcomes
+        assert target == SILENT_T and isinstance(error, RuntimeError)
+    finally:
+        proceed.set()
+        runner.join(WAIT)
+        loop.close()

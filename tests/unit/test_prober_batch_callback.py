@@ -81,3 +81,25 @@ def test_a_raising_callback_does_not_stop_the_dispatcher(
         later = prober.submit_many([Target("198.18.0.2", 2)])
         assert later[0].result(5).state is State.OPEN
     assert "callback raised" in caplog.text
+
+
+def test_close_from_a_batch_callback_ends_the_prober_and_releases_its_source(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Regression (review): batch callbacks run on the engine thread, where close() used to
+    join that very thread: it raised (logged), and the source's eventfd was never released."""
+    _register(monkeypatch, lambda t: (State.OPEN, "x"))
+    prober = synprobe.Prober("fake")
+    closed = threading.Event()
+
+    def close_on_first(outcomes: Outcomes) -> None:
+        prober.close()
+        closed.set()
+
+    prober.submit_many([Target("198.18.0.2", 80)], on_results=close_on_first)
+    assert closed.wait(5)
+    prober._dispatcher.join(5)  # it ends after the engine thread, and releases the source
+    assert not prober._dispatcher.is_alive()
+    assert prober._source.wakeup_fd is None
+    assert not [r for r in caplog.records if "callback raised" in r.getMessage()]
+    with pytest.raises(RuntimeError, match="closed"):
+        prober.submit_many([Target("198.18.0.3", 80)], on_results=close_on_first)

@@ -131,3 +131,32 @@ def test_the_watcher_checks_through_a_loop_prober_on_its_own_loop(net: FakeNet) 
         (80, "up", "open"), (81, "down", "closed")}
     assert net.closed
     assert watcher.engine_stats()["raw"]["sent"] >= 2
+
+
+def test_a_loop_prober_retired_by_a_reload_is_closed_when_the_service_stops(
+        net: FakeNet) -> None:
+    """Regression (review): a reload retires a LoopProber whose checks are still in flight;
+    its close (on a thread) needs the loop, so a stop right after left its sockets open and
+    that thread waiting for ever. aclose() now ends it, with the loop still running."""
+    def slow(timeout: float) -> WatchConfig:  # 127.0.0.2:82: the fake network never answers
+        return parse_config({"groups": {"g": {"interval": 0.05, "timeout": timeout,
+                                              "retries": 3, "targets": ["127.0.0.2:82"]}}})
+
+    watcher = synprobe.Watcher(slow(0.9))
+
+    async def body() -> None:
+        stopping = asyncio.Event()
+        task = asyncio.ensure_future(watcher.run(stopping))
+        for _ in range(int(WAIT / 0.01)):  # bounded: until the first SYN is out
+            if watcher._probers and next(iter(watcher._probers.values())).stats()["sent"]:
+                break
+            await asyncio.sleep(0.01)
+        [old] = watcher._probers.values()
+        assert isinstance(old, LoopProber) and old.stats()["sent"] >= 1
+        await watcher.apply(slow(0.8))  # another timeout: another Prober; the old one retires
+        assert old not in watcher._probers.values() and not old.ended  # 3.6 s of checks left
+        stopping.set()
+        await asyncio.wait_for(task, WAIT)
+        assert old.ended
+
+    asyncio.run(asyncio.wait_for(body(), 2 * WAIT))

@@ -78,6 +78,7 @@ class Watcher:
         self.entries: dict[Key, Entry] = {}
         self._excluded = exclusion_set(self.config.exclude)
         self._probers: dict[tuple[Any, ...], AnyProber] = {}
+        self._retiring: list[LoopProber] = []  # retired by a reload, maybe still finishing
         self._retired_stats: dict[str, dict[str, int]] = {}
         self._schedule = Schedule()
         # Batches of outcomes left by the Probers' dispatchers, and which entries wait on each
@@ -201,6 +202,9 @@ class Watcher:
         self._probers.clear()
         if probers:
             await self._shut(probers, STOP_BUDGET)
+        retiring, self._retiring = self._retiring, []
+        for prober in retiring:  # retired by a reload, still finishing: its loop ends now
+            prober.close()
 
     def request_stop(self) -> None:
         if self._stopping is not None:
@@ -241,6 +245,10 @@ class Watcher:
         retired = [p for k, p in self._probers.items() if k not in wanted]
         self._probers = {k: p for k, p in self._probers.items() if k in wanted}
         if retired:
+            # Their checks in flight finish first (on this loop, for a LoopProber: aclose()
+            # ends any still open when the service stops).
+            self._retiring = [p for p in self._retiring if not getattr(p, "ended", True)]
+            self._retiring += [p for p in retired if isinstance(p, LoopProber)]
             threading.Thread(target=self._close_probers, args=(retired, 10.0), daemon=True,
                              name="synprobe-retire").start()
         new = {t.key: t for t in config.targets}
@@ -279,10 +287,12 @@ class Watcher:
         """Close for good (the loop is about to end): in-flight checks get `budget` seconds;
         a LoopProber still waiting for answers then closes at once, while its loop still runs
         (a SYN-ACK to come is then the kernel's to reset)."""
-        await asyncio.to_thread(self._close_probers, probers, budget)
-        for prober in probers:
-            if isinstance(prober, LoopProber):
-                prober.close()
+        try:
+            await asyncio.to_thread(self._close_probers, probers, budget)
+        finally:
+            for prober in probers:
+                if isinstance(prober, LoopProber):
+                    prober.close()
 
     # -- scheduling -----------------------------------------------------------------------------
 
