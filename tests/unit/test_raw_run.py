@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -140,3 +141,32 @@ def test_run_ends_when_every_target_was_answered_inside_the_send(net: FakeNet,
     assert net.closed
     if isinstance(source, ThrottledSource):
         source.release()
+
+
+class LateSource:
+    """No wakeup fd; nothing ready for its first `empty` pulls, then its targets, then done."""
+
+    wakeup_fd = None
+
+    def __init__(self, targets: list[Target], empty: int) -> None:
+        self.targets, self.empty, self.pulls = targets, empty, 0
+
+    def pull(self, limit: int) -> list[Target] | None:
+        self.pulls += 1
+        if self.pulls <= self.empty:
+            return []
+        batch, self.targets = self.targets, []
+        return batch or None
+
+
+def test_a_source_without_a_wakeup_fd_is_looked_at_not_spun_on(net: FakeNet) -> None:
+    """Nothing can wake the loop for such a source: run() looks again every NO_FD_POLL
+    seconds (it waited for ever before this round; asking at once would spin)."""
+    eng = engine(io_factory=net, timeout=0.5, retries=0)
+    source = LateSource([Target("127.0.0.2", 80)], empty=3)
+    t0 = time.monotonic()
+    results = [r for batch in eng.run(source) for r in batch]  # type: ignore[arg-type]
+    elapsed = time.monotonic() - t0
+    assert [(r.port, r.state) for r in results] == [(80, State.OPEN)]
+    assert source.pulls == 5  # three empty looks, the target, then the end
+    assert elapsed >= 3 * raw.NO_FD_POLL * 0.9  # it waited between the empty looks

@@ -82,6 +82,7 @@ RECV_BATCH = 1024  # replies handled per turn, so sends and deadlines interleave
 # 92 % of the answers in the lab, where turns of SEND_BURST lose none. Between two bursts the
 # loop reads up to RECV_BATCH replies, so the replies queued meanwhile stay few.
 SEND_BURST = 512
+NO_FD_POLL = 0.01  # seconds between looks at a source without a wakeup fd that had nothing
 UNLIMITED_RST_RATE = 200_000.0  # self-RST budget per second when --rate is unlimited
 
 
@@ -294,7 +295,7 @@ class RawEngine:
                         if wait is None:
                             return
                         if wait < 0 and source.wakeup_fd is None:
-                            wait = 0.0  # nothing but the source can start more: ask it again
+                            wait = NO_FD_POLL  # a source that cannot wake us is looked at
                         readable = False
                         for fd, _ in poller.poll(wait, 4):
                             readable = readable or fd == run.fd
@@ -645,12 +646,13 @@ class RawRun:
                 more = len(pulled) == asked
                 engine._admit(pulled, table, queue, done)
         if queue:
-            engine._send(io, self.pacer.allowance(min(len(queue), SEND_BURST)), queue, table,
-                         deadlines, done)
-            # Read what answered during the send (on veth, all of it) now, not after one more
-            # wakeup: HAProxy too tries its I/O before polling for it. Nothing queued costs one
-            # recvmmsg(2) returning EAGAIN.
-            engine._receive(io, table, done)
+            granted = self.pacer.allowance(min(len(queue), SEND_BURST))
+            if granted:
+                engine._send(io, granted, queue, table, deadlines, done)
+                # Read what answered during the send (on veth, all of it) now, not after one
+                # more wakeup: HAProxy too tries its I/O before polling for it. Nothing queued
+                # costs one recvmmsg(2) returning EAGAIN.
+                engine._receive(io, table, done)
         if self.exhausted and not table:
             return done, None
         if more and len(table) < opts.concurrency and len(queue) < SEND_BURST:
