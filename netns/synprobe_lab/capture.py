@@ -49,6 +49,9 @@ class FlowKey(NamedTuple):
     client_port: int
     server: str
     server_port: int
+    # Which connection on this 4-tuple, in capture order: a port is legitimately used again
+    # (a reset socket leaves no TIME_WAIT), and a SYN with a new sequence number is a new one.
+    conn: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,14 +175,17 @@ def parse_frame(frame: bytes, direction: str, ts: float) -> Packet | None:
 def flows(packets: list[Packet]) -> dict[FlowKey, list[tuple[str, str]]]:
     """Group TCP packets and TCP-quoting ICMP errors by connection, in capture order.
 
-    Key: (client, client port, server, server port). The client is the side that sent a SYN
-    without ACK in the capture; failing that, the side with the higher port (the ephemeral one).
+    Key: (client, client port, server, server port, conn). The client is the side that sent a
+    SYN without ACK in the capture; failing that, the side with the higher port (the ephemeral
+    one). `conn` counts connections on one 4-tuple: a SYN with a new sequence number starts the
+    next (the kernel may give a port again at once: a reset socket leaves no TIME_WAIT).
     Value: (direction, label) pairs, e.g. [("out", "S"), ("in", "SA"), ("out", "R")] for a
     half-open probe seen from the client, or [("out", "S"), ("in", "icmp-3-1")].
     """
     initiators = {(p.src, p.sport) for p in packets if p.proto == "tcp" and "S" in p.flags
                   and "A" not in p.flags}
     result: dict[FlowKey, list[tuple[str, str]]] = {}
+    current: dict[tuple[str, int, str, int], tuple[int, int | None]] = {}  # -> (conn, SYN seq)
     for p in packets:
         if p.proto == "tcp":
             a, b = (p.src, p.sport), (p.dst, p.dport)
@@ -195,7 +201,13 @@ def flows(packets: list[Packet]) -> dict[FlowKey, list[tuple[str, str]]]:
             client_is_a = (a[1] or 0) >= (b[1] or 0)
         if not client_is_a:
             a, b = b, a
-        key = FlowKey(a[0], a[1] or 0, b[0], b[1] or 0)
+        four = (a[0], a[1] or 0, b[0], b[1] or 0)
+        conn, isn = current.get(four, (-1, None))
+        if p.proto == "tcp" and client_is_a and "S" in p.flags and "A" not in p.flags \
+                and (conn < 0 or p.seq != isn):  # a new connection (a retransmission keeps it)
+            conn, isn = conn + 1, p.seq
+            current[four] = (conn, isn)
+        key = FlowKey(*four, max(conn, 0))
         result.setdefault(key, []).append((p.direction, p.label))
     return result
 
