@@ -3,6 +3,7 @@
     sudo python3 bench/watch_bench.py                     # every scenario (~6 min)
     sudo python3 bench/watch_bench.py --only sustained --targets 10000 --seconds 60
     sudo python3 bench/watch_bench.py --only haproxy,loss --seconds 30
+    sudo python3 bench/watch_bench.py --only haproxy --engines raw --rounds 5   # median ratio
     sudo python3 bench/watch_bench.py --only max          # largest count holding p99 <= 20 ms
     sudo python3 bench/watch_bench.py --only starve       # a starved process: shaker vs raw
 
@@ -28,6 +29,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -223,6 +225,9 @@ def main() -> int:
     ap.add_argument("--compare-seconds", type=float, default=30.0,
                     help="haproxy/loss/starve: seconds measured per row")
     ap.add_argument("--engines", default="raw,shaker")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="haproxy: rounds of (HAProxy, each engine); a ratio per round and "
+                         "their median (run to run noise is about ±8 µs a check)")
     ap.add_argument("--max-counts", default="2000,5000,10000,15000,20000")
     ap.add_argument("--json-out", metavar="FILE")
     args = ap.parse_args()
@@ -244,17 +249,24 @@ def main() -> int:
             report["sustained"] = rows
         if "haproxy" in only:
             rows = []
-            with Lab() as lab:
-                rows.append(run_haproxy(lab, tmp, 2000, args.compare_seconds))
-            for engine in engines:
+            ratios: dict[str, list[float]] = {engine: [] for engine in engines}
+            for _ in range(args.rounds):  # HAProxy, then each engine: a ratio per round
                 with Lab() as lab:
-                    rows.append(run_watch(lab, tmp, 2000, args.compare_seconds, engine))
+                    base = run_haproxy(lab, tmp, 2000, args.compare_seconds)
+                rows.append(base)
+                for engine in engines:
+                    with Lab() as lab:
+                        rows.append(run_watch(lab, tmp, 2000, args.compare_seconds, engine))
+                    ratios[engine].append(rows[-1]["cpu_us_per_check"]
+                                          / base["cpu_us_per_check"])
             print("\nCPU per check, 2,000 targets at 1 s (same targets, same run)")
             show(rows)
-            for r in rows[1:]:
-                print(f"  synprobe {r['engine']} / haproxy CPU per check: "
-                      f"{r['cpu_us_per_check'] / rows[0]['cpu_us_per_check']:.2f}")
+            for engine, got in ratios.items():
+                each = ", ".join(f"{r:.2f}" for r in got)
+                print(f"  synprobe {engine} / haproxy CPU per check: {each}"
+                      + (f" (median {statistics.median(got):.2f})" if len(got) > 1 else ""))
             report["haproxy"] = rows
+            report["haproxy_ratios"] = ratios
         if "loss" in only:
             rows = []
             for connect in ("500ms", "2s"):
