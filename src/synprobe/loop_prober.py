@@ -27,7 +27,7 @@ from synprobe.engines.base import os_errors
 from synprobe.engines.raw.engine import RawEngine, RawRun
 from synprobe.errors import UsageError
 from synprobe.model import ProbeResult, Target
-from synprobe.prober import OnResults, Outcomes, _call_back
+from synprobe.prober import OnResults, _answer, wait_on
 from synprobe.sources import GO
 
 CLOSE_SLICE = 0.1  # seconds: how often close() from another thread looks at the loop
@@ -128,12 +128,7 @@ class LoopProber:
             check_via_support(self._engine, [t.via for t in targets if t.via is not None])
         pending, fresh = self._pending, self._backlog.targets
         for tgt in targets:
-            waiters = pending.get(tgt)
-            if waiters is None:
-                pending[tgt] = [on_results]
-                fresh.append(tgt)
-            else:
-                waiters.append(on_results)
+            wait_on(pending, tgt, on_results, fresh)
         self._turn(False)
         return []
 
@@ -195,17 +190,11 @@ class LoopProber:
 
     def _deliver(self, results: list[ProbeResult]) -> None:
         pending = self._pending
-        batched: dict[OnResults, Outcomes] = {}
+        answered = []
         for r in results:
             tgt = Target(r.host, r.port, r.via)
-            for on_results in pending.pop(tgt, ()):
-                outcomes = batched.get(on_results)
-                if outcomes is None:
-                    batched[on_results] = [(tgt, r)]
-                else:
-                    outcomes.append((tgt, r))
-        for on_results, outcomes in batched.items():
-            _call_back(on_results, outcomes)
+            answered.append((tgt, r, pending.pop(tgt, ())))
+        _answer(answered)
 
     def _end(self, failure: BaseException | None) -> None:
         """The run is over (closed and drained, or failed): close it and answer the rest."""
@@ -223,12 +212,7 @@ class LoopProber:
             self._failure = failure
         error = failure or RuntimeError("the prober closed before this check finished")
         orphans, self._pending = self._pending, {}
-        batched: dict[OnResults, Outcomes] = {}
-        for tgt, waiters in orphans.items():
-            for on_results in waiters:
-                batched.setdefault(on_results, []).append((tgt, error))
-        for on_results, outcomes in batched.items():
-            _call_back(on_results, outcomes)
+        _answer([(tgt, error, waiters) for tgt, waiters in orphans.items()])
         self._ended.set()
         for ended in self._on_end:
             if not ended.done():

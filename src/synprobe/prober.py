@@ -8,6 +8,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
+from typing import Any
 
 from synprobe.api import (
     TargetLike,
@@ -57,6 +58,18 @@ def _answer(waiters: Iterable[_Waiters]) -> None:
                 batched.setdefault(w, []).append((tgt, outcome))  # type: ignore[arg-type]
     for on_results, outcomes in batched.items():
         _call_back(on_results, outcomes)
+
+
+def wait_on(pending: dict[Target, list[Any]], tgt: Target, waiter: Any,
+            fresh: list[Target]) -> None:
+    """Register `waiter` for `tgt`; a target nobody waits on yet joins `fresh`, the targets
+    to probe: checks of one target that overlap in time share one probe."""
+    waiters = pending.get(tgt)
+    if waiters is None:
+        pending[tgt] = [waiter]
+        fresh.append(tgt)
+    else:
+        waiters.append(waiter)
 
 
 def _settle(fut: Future[ProbeResult], outcome: ProbeResult | BaseException) -> None:
@@ -155,27 +168,21 @@ class Prober:
             self._handoff.put(item)  # the end: the dispatcher answers what is left
             return
         futures: list[_Waiters] = []
-        batched: dict[OnResults, Outcomes] = {}
+        inline: list[_Waiters] = []
         with self._lock:
             pending = self._pending
             for r in item:
                 tgt = Target(r.host, r.port, r.via)
                 waiters = pending.pop(tgt, ())
-                for w in waiters:
+                for w in waiters:  # (a loop, not any(): no generator per result)
                     if w.__class__ is Future:
                         futures.append((tgt, r, waiters))
                         break
                 else:
-                    for w in waiters:
-                        outcomes = batched.get(w)  # type: ignore[arg-type]
-                        if outcomes is None:
-                            batched[w] = [(tgt, r)]  # type: ignore[index]
-                        else:
-                            outcomes.append((tgt, r))
+                    inline.append((tgt, r, waiters))
         if futures:
             self._handoff.put(futures)
-        for on_results, outcomes in batched.items():
-            _call_back(on_results, outcomes)
+        _answer(inline)
 
     def _dispatch(self) -> None:
         """The dispatcher thread: resolves futures (so their callbacks run here), with the
@@ -257,12 +264,7 @@ class Prober:
                     futures.append(waiter)
                 else:
                     waiter = on_results
-                waiters = pending.get(tgt)
-                if waiters is None:
-                    pending[tgt] = [waiter]
-                    fresh.append(tgt)
-                else:
-                    waiters.append(waiter)
+                wait_on(pending, tgt, waiter, fresh)
             self._source.put_many(fresh)  # under the lock, as in submit()
         return futures
 

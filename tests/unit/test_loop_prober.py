@@ -127,6 +127,14 @@ def on_loop(body: Callable[[], Awaitable[None]]) -> None:
         raise failed[0]
 
 
+async def silent_check_in_flight(got: Got, timeout: float) -> LoopProber:
+    """A LoopProber attached to the running loop, with a check of SILENT_T in flight."""
+    prober = LoopProber(timeout=timeout, retries=0, concurrency=64)
+    prober.attach()
+    prober.submit_many([SILENT_T], on_results=got)
+    return prober
+
+
 def counting_turns(prober: LoopProber) -> list[bool]:
     """Wrap the attached run's turn(): the list grows by one (its `readable`) per turn."""
     run = prober._run
@@ -378,14 +386,8 @@ def test_close_off_the_loop_when_it_is_not_running_closes_now(net: FakeNet) -> N
     close() waited for it forever (or `timeout`) and left the sockets open."""
     loop = asyncio.new_event_loop()
     try:
-        async def attached() -> LoopProber:
-            prober = LoopProber(timeout=0.5, retries=0, concurrency=64)
-            prober.attach()
-            prober.submit_many([SILENT_T], on_results=got)
-            return prober
-
         got = Got()
-        prober = loop.run_until_complete(attached())
+        prober = loop.run_until_complete(silent_check_in_flight(got, timeout=0.5))
         t0 = time.monotonic()
         prober.close(WAIT)  # not on the loop's thread in the sense that matters: none runs it
         assert time.monotonic() - t0 < WAIT / 2
@@ -477,14 +479,9 @@ def test_close_from_another_thread_ends_when_the_loop_stops_before_running_it(
     runner = threading.Thread(target=loop.run_forever, name="test-loop", daemon=True)
     runner.start()
     try:
-        async def attached() -> LoopProber:
-            prober = LoopProber(timeout=2.0, retries=0, concurrency=64)
-            prober.attach()
-            prober.submit_many([SILENT_T], on_results=got)
-            return prober
-
         got = Got()
-        prober = asyncio.run_coroutine_threadsafe(attached(), loop).result(WAIT)
+        prober = asyncio.run_coroutine_threadsafe(silent_check_in_flight(got, timeout=2.0),
+                                                  loop).result(WAIT)
         inside, proceed, queued = threading.Event(), threading.Event(), threading.Event()
 
         def blocker() -> None:  # holds the loop until close() has queued its request

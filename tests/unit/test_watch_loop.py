@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-from test_loop_prober import raw_on
+import test_loop_prober
 from test_raw_engine import FakeNet
 
 import synprobe
@@ -19,6 +17,7 @@ from synprobe.model import Target
 from synprobe.watch.config import Settings, WatchConfig, parse_config
 
 WAIT = 5.0  # a hang guard, never a synchronisation
+net = test_loop_prober.net  # the fixture: engine "raw" on the fake network
 
 
 def config(targets: list[str]) -> WatchConfig:
@@ -57,14 +56,6 @@ class Factory:
     def __call__(self, settings: Settings, concurrency: int) -> FakeProber:
         self.made.append(FakeProber(self.error))
         return self.made[-1]
-
-
-@pytest.fixture
-def net(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNet]:
-    fake = FakeNet()
-    raw_on(fake, monkeypatch)
-    yield fake
-    fake.shut()
 
 
 def test_a_failing_tick_logs_one_line_and_stops_the_service() -> None:

@@ -247,7 +247,7 @@ class Watcher:
         if retired:
             # Their checks in flight finish first (on this loop, for a LoopProber: aclose()
             # ends any still open when the service stops).
-            self._retiring = [p for p in self._retiring if not getattr(p, "ended", True)]
+            self._retiring = [p for p in self._retiring if not p.ended]
             self._retiring += [p for p in retired if isinstance(p, LoopProber)]
             threading.Thread(target=self._close_probers, args=(retired, 10.0), daemon=True,
                              name="synprobe-retire").start()
