@@ -148,6 +148,37 @@ def test_checks_are_spread_and_on_time(running, net: Net) -> None:
     assert w.lateness.quantile(0.5) <= 0.005
 
 
+def test_a_tick_starts_what_is_due_within_half_a_tick_never_earlier(running, net: Net
+                                                                     ) -> None:
+    """Each tick also starts the checks due before the next half tick, so a check leaves
+    within half a tick of its slot on either side (a check waited up to a whole tick)."""
+    tick, interval = 0.2, 0.5
+    starts: list[tuple[float, float]] = []  # (when the scheduler started it, its slot)
+    w = synprobe.Watcher(config(["198.18.0.2:80"], interval=interval), tick=tick)
+    original = w._start
+
+    def recording(entry, due, now, batches) -> None:  # type: ignore[no-untyped-def]
+        starts.append((now, due))
+        original(entry, due, now, batches)
+
+    w._start = recording  # type: ignore[method-assign]
+    w.start()
+    try:
+        deadline = time.monotonic() + WAIT
+        while len(starts) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        w.stop()
+    assert len(starts) >= 4
+    slots = [due for _, due in starts]
+    assert all(abs(b - a - interval) < 1e-9 for a, b in itertools.pairwise(slots))  # no drift
+    for now, due in starts:
+        assert now >= due - tick / 2 - 1e-6  # never more than half a tick early
+    # The scheduler slept until half a tick before each later slot: those left early.
+    assert all(now < due for now, due in starts[1:])
+    assert w.lateness.quantile(1.0) == w.lateness.bounds[0]  # an early start is not late
+
+
 def test_reload_keeps_unchanged_state_adds_and_removes(running, net: Net) -> None:
     new = config(["198.18.0.2:80", "198.18.0.4:80"])
     w2, events2 = running(config(["198.18.0.2:80", "198.18.0.3:80"]))

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+import synprobe.wire.cookie as cookie
 from synprobe.wire.cookie import DEFAULT_PORT_HI, DEFAULT_PORT_LO, KEY_BYTES, CookieKey
 
 LOCAL4 = ipaddress.ip_address("192.0.2.1").packed
@@ -117,3 +118,20 @@ def test_a_spent_serial_space_starts_a_new_key() -> None:
     key.issued = key.limit  # 2**32 attempts with a one-port range
     assert key.issue(LOCAL4, bytes(4), 80)[2] == 0
     assert key.key != b"u" * 16 and key.issued == 1
+    # The remembered hashes were the old key's: the new key's pairs are its own.
+    fresh = CookieKey(key.key, 1024, 1024)
+    assert key.derive(LOCAL4, bytes(4), 80) == fresh.derive(LOCAL4, bytes(4), 80)
+
+
+def test_remembered_hashes_are_bounded_and_change_no_answer(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    monkeypatch.setattr(cookie, "MEMO_LIMIT", 8)
+    key, twin = CookieKey(b"m" * 16), CookieKey(b"m" * 16)
+    targets = [(LOCAL4, ipaddress.IPv4Address(f"198.18.0.{i}").packed, 80) for i in range(20)]
+    for _ in range(3):  # each target hashed again after the memo was emptied under it
+        for target in targets:
+            assert key.derive(*target) == twin.derive(*target)
+            twin._memo.clear()  # the twin always hashes afresh
+            assert len(key._memo) <= 8
+    seq, sport, serial = key.issue(*targets[0])
+    assert key.serial_of(*targets[0], seq, sport) == serial

@@ -42,7 +42,13 @@ from synprobe.watch.schedule import (
 Key = tuple[str, int, str | None]
 EventSink = Callable[[dict[str, Any]], None]
 ProberFactory = Callable[[Settings, int], AnyProber]
-TICK = 0.005  # seconds between batches of checks (the most a check waits for its batch)
+# Seconds between batches of checks. Each tick's due checks go out together, and a tick
+# starts the checks due within half a tick from now, so a check leaves within half a tick of
+# its slot, before or after (never later on an idle machine). Every wakeup of the service
+# costs ~0.1 ms of CPU whatever it does (Python code and data gone cold while the process
+# slept): 5 ms ticks cost ~40 % more CPU per check than 10 ms ones at 2,000 checks a second
+# (docs/watch.md, Performance).
+TICK = 0.010
 # Checks started per tick at most; more due start in the next one, results and HTTP between.
 # (Only a backlog reaches it: due checks that came due while this tick ran wait for the next,
 # at most a tick: an immediate tick for them was a third of all ticks, with a check or two.)
@@ -319,7 +325,8 @@ class Watcher:
             self._drain()
             now = loop.time()
             batches: dict[tuple[Any, ...], list[Entry]] = {}
-            due_now = self._schedule.pop_due(now, BATCH_LIMIT)
+            ahead = self.tick * 0.5  # checks due before now + ahead leave now
+            due_now = self._schedule.pop_due(now + ahead, BATCH_LIMIT)
             for key, due in due_now:
                 entry = self.entries.get(key)  # type: ignore[arg-type]
                 if entry is None:
@@ -337,10 +344,11 @@ class Watcher:
             self._tick_handle = loop.call_soon(self._tick)
             return
         nxt = self._schedule.next_due()
-        # Checks go out in ticks: each batch costs the engine one turn, and per-turn costs
-        # dominate at thousands of checks a second (docs/watch.md). A check waits at most one
-        # tick to start, a result at most one tick to be seen.
-        later = math.inf if nxt is None else nxt
+        # Checks go out in ticks: each batch costs the engine one turn and the process one
+        # wakeup, and per-wakeup costs dominate at thousands of checks a second (docs/watch.md).
+        # A check leaves within half a tick of its slot; a result waits at most a tick to be
+        # seen.
+        later = math.inf if nxt is None else nxt - self.tick * 0.5
         nxt = now + self.tick if self._in_flight else max(later, now + self.tick)
         self._sleep_until = nxt
         if nxt != math.inf:
@@ -351,7 +359,7 @@ class Watcher:
         """Account for the check due at `due`, schedule the next one, and add the check to
         its Prober's batch (or finish it here when it cannot be sent). The hot path: what it
         reads is cached on the Entry."""
-        late = now - due
+        late = now - due  # below 0 when a tick starts it early (by half a tick at most)
         self.lateness.observe(late if late > 0.0 else 0.0)
         self.checks_started += 1
         nxt = due + entry.interval
@@ -359,7 +367,8 @@ class Watcher:
             nxt, skipped = next_due(due, entry.interval, now)
             self.checks_skipped += skipped
         self._schedule.set(entry.key, nxt)
-        if nxt < self._sleep_until:  # started from a result: the scheduler may sleep past it
+        if nxt - self.tick * 0.5 < self._sleep_until:  # started from a result: the
+            # scheduler may sleep past it
             self._poke()
         entry.due = due
         if entry.probe is None:

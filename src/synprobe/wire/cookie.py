@@ -43,6 +43,10 @@ DEFAULT_PORT_HI = 65535
 KEY_BYTES = 16  # 128-bit key; BLAKE2s accepts up to 32
 _PORT = struct.Struct("!H").pack
 _SPLIT = struct.Struct("!II").unpack  # 8-byte digest -> (sequence number, port index)
+# Hashes kept per key (a few MB at most): a long-lived engine checks the same targets again
+# and again, and a reply is matched a moment after its SYN was made, so most derivations repeat
+# one. A lookup costs ~0.15 µs against ~0.6 µs for the hash; a full memo is simply emptied.
+MEMO_LIMIT = 1 << 15
 
 
 class CookieKey:
@@ -53,7 +57,7 @@ class CookieKey:
     attempt, retries included, gets a fresh (port, sequence) pair; `serial_of` inverts it.
     """
 
-    __slots__ = ("_base", "_span", "issued", "key", "limit", "port_hi", "port_lo")
+    __slots__ = ("_base", "_memo", "_span", "issued", "key", "limit", "port_hi", "port_lo")
 
     def __init__(
         self,
@@ -75,11 +79,19 @@ class CookieKey:
         self.issued = 0  # serials handed out so far: replies may only name these
         # Keying BLAKE2 costs one compression; copying a keyed state is cheaper per packet.
         self._base = hashlib.blake2s(key=self.key, digest_size=8)
+        self._memo: dict[tuple[bytes, bytes, int, bytes], tuple[int, int]] = {}
 
     def _hash(self, local: bytes, remote: bytes, rport: int, salt: bytes) -> tuple[int, int]:
-        h = self._base.copy()
-        h.update(local + remote + _PORT(rport) + salt)
-        return _SPLIT(h.digest())
+        memo = self._memo
+        found = memo.get((local, remote, rport, salt))
+        if found is None:
+            h = self._base.copy()
+            h.update(local + remote + _PORT(rport) + salt)
+            found = _SPLIT(h.digest())
+            if len(memo) >= MEMO_LIMIT:
+                memo.clear()
+            memo[local, remote, rport, salt] = found
+        return found
 
     def derive(self, local: bytes, remote: bytes, rport: int, salt: bytes = b"",
                serial: int = 0) -> tuple[int, int]:
@@ -107,6 +119,7 @@ class CookieKey:
         if serial >= self.limit:  # a one-port range after 2**32 attempts: start a new key
             self.key = secrets.token_bytes(KEY_BYTES)
             self._base = hashlib.blake2s(key=self.key, digest_size=8)
+            self._memo.clear()  # hashes under the old key
             serial = 0
         self.issued = serial + 1
         seq, sport = self.derive(local, remote, rport, salt, serial)
