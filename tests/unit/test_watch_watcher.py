@@ -18,7 +18,6 @@ from synprobe.engines.base import ProbeOptions
 from synprobe.model import State, Target
 from synprobe.testing import FakeEngine
 from synprobe.watch.config import parse_config
-from synprobe.watch.watcher import BATCH_GOAL, MAX_TICK, MIN_TICK, TICK_SHARE, auto_tick
 
 WAIT = 5.0
 
@@ -178,24 +177,6 @@ def test_a_tick_starts_what_is_due_within_half_a_tick_never_earlier(running, net
     # The scheduler slept until half a tick before each later slot: those left early.
     assert all(now < due for now, due in starts[1:])
     assert w.lateness.quantile(1.0) == w.lateness.bounds[0]  # an early start is not late
-
-
-def test_the_tick_is_long_enough_for_a_batch_and_short_against_the_intervals() -> None:
-    assert auto_tick([1.0] * 2000) == MAX_TICK  # 2,000 checks a second: 40 take 20 ms
-    assert auto_tick([1.0] * 4000) == pytest.approx(BATCH_GOAL / 4000)
-    assert auto_tick([1.0] * 100_000) == MIN_TICK  # busy: never under the floor
-    assert auto_tick([1.0] * 3) == MAX_TICK  # idle: never over the ceiling
-    assert auto_tick([0.2] + [30.0] * 10) == pytest.approx(0.2 * TICK_SHARE)  # the shortest
-    assert auto_tick([0.01]) == MIN_TICK
-    assert auto_tick([]) == MAX_TICK
-
-
-def test_the_watcher_sizes_its_tick_from_the_config_unless_given_one(running) -> None:
-    cfg = config([f"198.18.0.{i}:80" for i in range(1, 21)], interval=2.0)
-    w, _ = running(cfg)
-    assert w.tick == auto_tick([2.0] * 20)
-    fixed, _ = running(cfg, tick=0.007)
-    assert fixed.tick == 0.007
 
 
 def test_reload_keeps_unchanged_state_adds_and_removes(running, net: Net) -> None:

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from synprobe.errors import UsageError
@@ -42,30 +42,13 @@ from synprobe.watch.schedule import (
 Key = tuple[str, int, str | None]
 EventSink = Callable[[dict[str, Any]], None]
 ProberFactory = Callable[[Settings, int], AnyProber]
-# Checks leave in ticks: each tick's due checks go out together, and a tick starts the checks
-# due within half a tick from now, so a check leaves within half a tick of its slot, before or
-# after (never later on an idle machine). Every wakeup of the service costs ~0.1 ms of CPU
-# whatever it does (Python code and data gone cold while the process slept), so the tick is as
-# long as it takes for a batch of BATCH_GOAL checks, within MIN_TICK..MAX_TICK and at most a
-# TICK_SHARE of the shortest interval (docs/watch.md, Performance).
-BATCH_GOAL = 40
-MIN_TICK = 0.005
-MAX_TICK = 0.020
-TICK_SHARE = 0.05
-
-
-def auto_tick(intervals: Iterable[float]) -> float:
-    """The tick for targets checked at these intervals (one per target)."""
-    rate, shortest = 0.0, math.inf
-    for interval in intervals:
-        rate += 1.0 / interval
-        shortest = min(shortest, interval)
-    if rate == 0.0:
-        return MAX_TICK
-    longest = max(MIN_TICK, min(MAX_TICK, shortest * TICK_SHARE))
-    return max(MIN_TICK, min(longest, BATCH_GOAL / rate))
-
-
+# Seconds between batches of checks. Each tick's due checks go out together, and a tick
+# starts the checks due within half a tick from now, so a check leaves within half a tick of
+# its slot, before or after (never later on an idle machine). Every wakeup of the service
+# costs ~0.1 ms of CPU whatever it does (Python code and data gone cold while the process
+# slept): 5 ms ticks cost ~40 % more CPU per check than 10 ms ones at 2,000 checks a second
+# (docs/watch.md, Performance).
+TICK = 0.010
 # Checks started per tick at most; more due start in the next one, results and HTTP between.
 # (Only a backlog reaches it: due checks that came due while this tick ran wait for the next,
 # at most a tick: an immediate tick for them was a third of all ticks, with a check or two.)
@@ -85,7 +68,7 @@ class Watcher:
         resolver: Callable[..., Any] = socket.getaddrinfo,
         log: Callable[[str], None] | None = None,
         wall: Callable[[], float] = time.time,
-        tick: float | None = None,
+        tick: float = TICK,
     ) -> None:
         self.config = config or WatchConfig()
         self.event_sinks: list[EventSink] = list(event_sinks or [])
@@ -97,9 +80,7 @@ class Watcher:
         self._resolver = resolver
         self._log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self._wall = wall
-        # None: from the config's check rate (auto_tick), set at each apply().
-        self.fixed_tick = tick
-        self.tick = MAX_TICK if tick is None else tick
+        self.tick = tick
         self.entries: dict[Key, Entry] = {}
         self._excluded = exclusion_set(self.config.exclude)
         self._probers: dict[tuple[Any, ...], AnyProber] = {}
@@ -300,8 +281,6 @@ class Watcher:
             for key, due in spread(keys, interval, now):
                 self._schedule.set(key, due)
         self.config = config
-        if self.fixed_tick is None:
-            self.tick = auto_tick(e.interval for e in self.entries.values())
         self._excluded = exclusion_set(config.exclude)
         if not first:
             self.reloads["ok"] += 1
