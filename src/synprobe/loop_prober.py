@@ -30,6 +30,8 @@ from synprobe.model import ProbeResult, Target
 from synprobe.prober import OnResults, _answer, wait_on
 from synprobe.sources import GO
 
+_new_tuple = tuple.__new__
+
 CLOSE_SLICE = 0.1  # seconds: how often close() from another thread looks at the loop
 
 
@@ -192,7 +194,8 @@ class LoopProber:
         pending = self._pending
         answered = []
         for r in results:
-            tgt = Target(r.host, r.port, r.via)
+            # tuple.__new__: Target's own __new__ is a Python frame (0.3 µs a result)
+            tgt = _new_tuple(Target, (r.host, r.port, r.via))
             answered.append((tgt, r, pending.pop(tgt, ())))
         _answer(answered)
 

@@ -54,8 +54,12 @@ def _answer(waiters: Iterable[_Waiters]) -> None:
         for w in ws:
             if w.__class__ is Future:
                 _settle(w, outcome)  # type: ignore[arg-type]
+                continue
+            outcomes = batched.get(w)  # type: ignore[call-overload]
+            if outcomes is None:  # (setdefault would build a list per result)
+                batched[w] = [(tgt, outcome)]  # type: ignore[index]
             else:
-                batched.setdefault(w, []).append((tgt, outcome))  # type: ignore[arg-type]
+                outcomes.append((tgt, outcome))
     for on_results, outcomes in batched.items():
         _call_back(on_results, outcomes)
 

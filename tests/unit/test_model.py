@@ -1,9 +1,10 @@
+import dataclasses
 import errno
 import json
 
 import pytest
 
-from synprobe.model import ProbeResult, State, Target, classify_errno
+from synprobe.model import ProbeResult, State, Target, classify_errno, new_result
 
 
 def test_state_values_are_the_documented_strings() -> None:
@@ -17,6 +18,21 @@ def test_result_is_frozen_and_slotted() -> None:
     with pytest.raises(AttributeError):
         r.state = State.CLOSED  # type: ignore[misc]
     assert not hasattr(r, "__dict__")
+
+
+@pytest.mark.parametrize("args", [
+    ("198.18.0.2", 80, State.OPEN, "syn-ack", 0.0012, 1, "raw", "198.18.0.1", None),
+    ("fd00::2", 443, State.FILTERED, "timeout", None, 2, "raw", None, "198.18.0.9"),
+    ("198.18.0.3", 81, State.CLOSED, "rst", 0.5, 1, "shaker"),  # source and via defaulted
+])
+def test_new_result_is_the_same_frozen_result(args: tuple) -> None:
+    fast, slow = new_result(*args), ProbeResult(*args)
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    # Every field set, in the dataclass's order (a field added to one and not the other fails)
+    assert [getattr(fast, f.name) for f in dataclasses.fields(ProbeResult)] == [
+        getattr(slow, f.name) for f in dataclasses.fields(ProbeResult)]
+    with pytest.raises(AttributeError):
+        fast.state = State.ERROR  # type: ignore[misc]
 
 
 def test_to_dict_is_the_json_form() -> None:

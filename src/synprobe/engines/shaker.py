@@ -24,7 +24,7 @@ from synprobe.kernel.fdlimit import check_descriptors
 from synprobe.kernel.localaddr import set_freebind
 from synprobe.kernel.marks import set_mark
 from synprobe.kernel.sockets import IP_RECVERR, IPV6_RECVERR, SocketFactory
-from synprobe.model import ProbeResult, State, Target, classify_errno
+from synprobe.model import ProbeResult, State, Target, classify_errno, new_result
 from synprobe.pacing import Pacer
 from synprobe.sources import ABORT, NO_NEW, always_go
 from synprobe.wire.describe import dry_run_json
@@ -352,5 +352,5 @@ class ShakerEngine:
 
     def _result(self, att: _Attempt, state: State, reason: str, rtt: float | None) -> ProbeResult:
         t = att.target
-        return ProbeResult(t.host, t.port, state, reason, rtt, att.attempt, self.name,
-                           self.options.source)
+        return new_result(t.host, t.port, state, reason, rtt, att.attempt, self.name,
+                          self.options.source)

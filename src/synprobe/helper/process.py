@@ -35,7 +35,7 @@ from typing import Any
 from synprobe.engines.base import ProbeOptions, TargetSource
 from synprobe.errors import EngineUnavailable, UsageError
 from synprobe.helper.framing import FrameError, FrameReader, encode
-from synprobe.model import ProbeResult, State, Target
+from synprobe.model import ProbeResult, State, Target, new_result
 
 READY_TIMEOUT = 30.0  # seconds for the helper to start and build its engine
 EXIT_TIMEOUT = 5.0  # after its end message, or after our channel closed
@@ -224,5 +224,4 @@ class HelperEngine:
 
 def _result(row: Any) -> ProbeResult:
     host, port, state, reason, rtt, attempts, engine, source, via = row
-    return ProbeResult(host, port, State(state), reason, rtt, attempts, engine,
-                       source, via)
+    return new_result(host, port, State(state), reason, rtt, attempts, engine, source, via)

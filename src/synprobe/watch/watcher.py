@@ -40,6 +40,7 @@ from synprobe.watch.schedule import (
 )
 
 Key = tuple[str, int, str | None]
+_OPEN, _ERROR = State.OPEN, State.ERROR
 EventSink = Callable[[dict[str, Any]], None]
 ProberFactory = Callable[[Settings, int], AnyProber]
 # Seconds between batches of checks. Each tick's due checks go out together, and a tick
@@ -411,21 +412,26 @@ class Watcher:
                     waiting.append(entry)
 
     def _drain(self) -> None:
-        inbox, flying = self._inbox, self._flying
+        inbox, flying, finish = self._inbox, self._flying, self._finish
+        if not inbox:
+            return
         batches: dict[tuple[Any, ...], list[Entry]] = {}
+        wall = self._wall()  # one reading for the tick's results: all were in by now
         while inbox:
             for target, outcome in inbox.popleft():
                 waiting = flying[target]
-                entry = waiting.pop(0)
-                if not waiting:
+                if len(waiting) == 1:  # nearly always: one entry per address
                     del flying[target]
+                    entry = waiting[0]
+                else:
+                    entry = waiting.pop(0)
                 entry.in_flight = False
                 self._in_flight -= 1
                 if entry.retired:
                     continue
                 if isinstance(outcome, BaseException):  # the engine failed: local, not evidence
                     outcome = self._local_result(entry, State.ERROR, type(outcome).__name__)
-                self._finish(entry, outcome)
+                finish(entry, outcome, wall)
                 if entry.waiting is not None and not entry.retired:
                     due, entry.waiting = entry.waiting, None
                     assert self._loop is not None
@@ -437,14 +443,16 @@ class Watcher:
         return ProbeResult(entry.address or entry.target.host, entry.target.port, state, reason,
                            None, 0, s.engine, s.source, entry.target.via)
 
-    def _finish(self, entry: Entry, result: ProbeResult) -> None:
-        if result.rtt is not None:
-            self.rtt.observe(result.rtt)
-        if result.state is State.ERROR:
+    def _finish(self, entry: Entry, result: ProbeResult, wall: float | None = None) -> None:
+        rtt, state = result.rtt, result.state
+        if rtt is not None:
+            self.rtt.observe(rtt)
+        if state is _ERROR:
             self.local_errors += 1
         else:
-            entry.history.append(result.rtt if result.state is State.OPEN else None)
-        change = entry.state.apply(result, entry.rise, entry.fall, self._wall())
+            entry.history.append(rtt if state is _OPEN else None)
+        change = entry.state.apply(result, entry.rise, entry.fall,
+                                   self._wall() if wall is None else wall)
         if change is not None:
             t = entry.target
             self._emit(event_record(t.host, t.port, t.via, change))

@@ -63,7 +63,7 @@ from synprobe.kernel.packetio import PacketIO
 from synprobe.kernel.routing import SourceRouter
 from synprobe.kernel.sockets import SocketFactory
 from synprobe.kernel.sysctl import local_port_range
-from synprobe.model import ProbeResult, State, Target, classify_errno
+from synprobe.model import ProbeResult, State, Target, classify_errno, new_result
 from synprobe.pacing import Pacer
 from synprobe.sources import ABORT, NO_NEW, always_go
 from synprobe.wire.cookie import CookieKey
@@ -505,8 +505,8 @@ class RawEngine:
             rtt = (received if received > sent else now) - sent
             if probe[_TWINS] is None:
                 t = probe[_TARGET]
-                results(ProbeResult(t.host, t.port, state, reply[1], rtt,
-                                    probe[_ATTEMPT], name, probe[_SOURCE], t.via))
+                results(new_result(t.host, t.port, state, reply[1], rtt,
+                                   probe[_ATTEMPT], name, probe[_SOURCE], t.via))
             else:
                 self._finish(probe, state, reply[1], rtt, done)
         counters = self._counters
@@ -571,8 +571,8 @@ class RawEngine:
     def _finish(self, probe: Probe, state: State, reason: str, rtt: float | None,
                 done: list[ProbeResult]) -> None:
         for t in (probe[_TARGET], *(probe[_TWINS] or ())):
-            done.append(ProbeResult(t.host, t.port, state, reason, rtt, probe[_ATTEMPT],
-                                    self.name, probe[_SOURCE], t.via))
+            done.append(new_result(t.host, t.port, state, reason, rtt, probe[_ATTEMPT],
+                                   self.name, probe[_SOURCE], t.via))
 
 
 
