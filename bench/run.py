@@ -211,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = args.rows.split(",")
     specs = [s for s in rows.ROWS if s.key in wanted]
     # Benchmark this working tree's synprobe, whatever is installed.
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        filter(None, [str(rows.REPO / "src"), os.environ.get("PYTHONPATH")])))
+    env = rows.cli_env()
     load = background_load()
     if load > 0.1:
         print(f"bench/run.py: warning: the machine is busy before we start ({load:.2f} cores in "

@@ -210,8 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     wanted = args.rows.split(",")
     specs = [s for s in ROWS if s.key in wanted]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        filter(None, [str(rows.REPO / "src"), os.environ.get("PYTHONPATH")])))
+    env = rows.cli_env()
     load = background_load()
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="synprobe-silent-"))
