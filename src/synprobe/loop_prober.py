@@ -70,6 +70,14 @@ class LoopProber:
     happens on the loop's thread: `on_results` is called from the loop callbacks that read the
     replies (or from `submit_many` itself) and must not block. `close()` may be called from
     another thread while the loop runs: it waits for the checks in flight, as `Prober.close`.
+
+    `attach(polled=True)` is for an owner that wakes up regularly anyway (the watch service's
+    tick): the prober then never wakes the loop itself, neither for replies nor for timeouts;
+    the owner calls `poll()` at least every few milliseconds while checks are in flight, and
+    each poll handles what came and what timed out since. On a real network, where replies
+    arrive after the send, each burst of them would otherwise wake the loop (~0.1 ms of CPU a
+    wakeup), and so would each timeout. Closing hands the prober back to its own reader and
+    timer, so `close()` and `aclose()` finish without the owner's polls.
     """
 
     engine_name = "raw"
@@ -97,6 +105,7 @@ class LoopProber:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._soon = False  # a turn is already called soon
+        self._polled = False  # the owner's poll() does the reading and the timeouts
         self._busy = False  # inside a turn: a submit from a callback only queues
         self._again = False
         self._failure: BaseException | None = None
@@ -106,13 +115,30 @@ class LoopProber:
         if loop is not None:
             self.attach(loop)
 
-    def attach(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Start the engine on `loop` (the running one by default); on the loop's thread."""
+    def attach(self, loop: asyncio.AbstractEventLoop | None = None, *,
+               polled: bool = False) -> None:
+        """Start the engine on `loop` (the running one by default); on the loop's thread.
+        `polled`: the owner calls `poll()` (see the class)."""
         if self._loop is not None:
             return
         self._loop = loop or asyncio.get_running_loop()
         self._run = self._engine.open_run(self._backlog)
-        self._loop.add_reader(self._run.fd, self._turn, True)
+        self._polled = polled
+        if not polled:
+            self._loop.add_reader(self._run.fd, self._turn, True)
+
+    def poll(self) -> None:
+        """Read the replies that came and time out what is due (`attach(polled=True)`); on
+        the loop's thread. Results go to the callbacks, as from any turn."""
+        if self._run is not None:
+            self._turn(True)
+
+    def _unpoll(self) -> None:
+        """Back to waking up on its own: its reader, and a turn that arms its timer."""
+        if self._polled and self._run is not None:
+            assert self._loop is not None
+            self._polled = False
+            self._loop.add_reader(self._run.fd, self._turn, True)
 
     def submit_many(self, targets: Sequence[Target], *,
                     on_results: OnResults | None = None) -> list[Any]:
@@ -180,7 +206,7 @@ class LoopProber:
                 self._soon = True
                 loop.call_soon(self._soon_turn)
             return
-        if wait < 0:
+        if wait < 0 or self._polled:  # polled: the owner's next poll() is the timer
             return  # a stale timer only costs one turn: cheaper than cancelling it each time
         when = loop.time() + wait
         timer = self._timer
@@ -231,7 +257,8 @@ class LoopProber:
         if self._run is None:
             self._end(None)
         else:
-            self._turn(False)
+            self._unpoll()  # the owner may poll no more: finish on our own
+            self._turn(True)
 
     def close(self, timeout: float | None = None) -> None:
         """Finish the checks in flight, then close the sockets. From another thread while the

@@ -225,6 +225,56 @@ def test_a_silent_target_times_out_by_the_timer_without_spinning(net: FakeNet) -
     on_loop(body)
 
 
+# -- polled by its owner (the watch service's tick) ---------------------------------------------
+
+
+def test_a_polled_prober_never_wakes_the_loop_its_owners_polls_do(later: LaterNet) -> None:
+    timeout = 0.05
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        prober = LoopProber(timeout=timeout, retries=0, concurrency=64)
+        prober.attach(polled=True)
+        assert prober._run is not None
+        assert not loop.remove_reader(prober._run.fd)  # nobody watches the packet socket
+        got = Got()
+        prober.submit_many([OPEN_T, SILENT_T], on_results=got)
+        later.release()  # the SYN-ACK arrives after the send, as on a real network
+        assert prober._timer is None and not prober._soon  # nothing armed for either
+        # The subject is time passing without a poll: nothing may answer then.
+        await asyncio.sleep(timeout * 2)
+        assert got.outcomes == []
+        prober.poll()  # one poll: the reply that came and the timeout that passed
+        assert got.results() == {OPEN_T: (State.OPEN, "syn-ack"),
+                                 SILENT_T: (State.FILTERED, "timeout")}
+        assert prober._timer is None
+        await prober.aclose()
+
+    on_loop(body)
+
+
+@pytest.mark.parametrize("how", ["aclose", "close-from-a-thread"])
+def test_closing_a_polled_prober_finishes_without_its_owners_polls(how: str,
+                                                                     net: FakeNet) -> None:
+    """The owner stops polling when it stops: the checks in flight still end (their timeout,
+    on the prober's own timer again) and the prober closes."""
+    timeout = 0.05
+
+    async def body() -> None:
+        prober = LoopProber(timeout=timeout, retries=0, concurrency=64)
+        prober.attach(polled=True)
+        got = Got()
+        prober.submit_many([SILENT_T], on_results=got)
+        if how == "aclose":
+            await prober.aclose()
+        else:
+            await asyncio.to_thread(prober.close, WAIT)
+        assert prober.ended
+        assert got.results() == {SILENT_T: (State.FILTERED, "timeout")}
+
+    on_loop(body)
+
+
 # -- overlapping checks, callbacks --------------------------------------------------------------
 
 

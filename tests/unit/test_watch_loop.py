@@ -93,6 +93,7 @@ def test_aclose_after_open_closes_a_loop_prober(net: FakeNet) -> None:
         await watcher.open()
         [prober] = watcher._probers.values()
         assert isinstance(prober, LoopProber) and prober._loop is asyncio.get_running_loop()
+        assert prober._polled  # the ticks read its replies: it never wakes the loop itself
         await watcher.aclose()
         assert net.closed and watcher._probers == {}
 

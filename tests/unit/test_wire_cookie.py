@@ -115,12 +115,13 @@ def test_pairs_never_issued_are_refused() -> None:
 
 def test_a_spent_serial_space_starts_a_new_key() -> None:
     key = CookieKey(b"u" * 16, 1024, 1024)
+    old = key.derive(LOCAL4, bytes(4), 80)  # remembered under the old key
     key.issued = key.limit  # 2**32 attempts with a one-port range
     assert key.issue(LOCAL4, bytes(4), 80)[2] == 0
     assert key.key != b"u" * 16 and key.issued == 1
     # The remembered hashes were the old key's: the new key's pairs are its own.
     fresh = CookieKey(key.key, 1024, 1024)
-    assert key.derive(LOCAL4, bytes(4), 80) == fresh.derive(LOCAL4, bytes(4), 80)
+    assert key.derive(LOCAL4, bytes(4), 80) == fresh.derive(LOCAL4, bytes(4), 80) != old
 
 
 def test_remembered_hashes_are_bounded_and_change_no_answer(monkeypatch: pytest.MonkeyPatch
@@ -135,3 +136,8 @@ def test_remembered_hashes_are_bounded_and_change_no_answer(monkeypatch: pytest.
             assert len(key._memo) <= 8
     seq, sport, serial = key.issue(*targets[0])
     assert key.serial_of(*targets[0], seq, sport) == serial
+    # A reply (untrusted: anyone can send to our ports) is matched without being remembered.
+    key._memo.clear()
+    stranger = (LOCAL4, bytes([198, 18, 9, 9]), 443)
+    assert key.serial_of(*stranger, 12345, 61000) is None
+    assert key._memo == {}

@@ -47,8 +47,8 @@ ProberFactory = Callable[[Settings, int], AnyProber]
 # starts the checks due within half a tick from now, so a check leaves within half a tick of
 # its slot, before or after (never later on an idle machine). Every wakeup of the service
 # costs ~0.1 ms of CPU whatever it does (Python code and data gone cold while the process
-# slept): 5 ms ticks cost ~40 % more CPU per check than 10 ms ones at 2,000 checks a second
-# (docs/watch.md, Performance).
+# slept): 5 ms ticks cost ~20 % more CPU per check than 10 ms ones at 2,000 checks a second;
+# 20 ms ones saved nothing more measurable (docs/watch.md, Performance).
 TICK = 0.010
 # Checks started per tick at most; more due start in the next one, results and HTTP between.
 # (Only a backlog reaches it: due checks that came due while this tick ran wait for the next,
@@ -230,8 +230,8 @@ class Watcher:
                 made[key] = await asyncio.to_thread(self._prober_factory, settings,
                                                     config.concurrency)
                 attach = getattr(made[key], "attach", None)
-                if attach is not None:  # a LoopProber: its engine runs on this loop
-                    attach(self._loop)
+                if attach is not None:  # a LoopProber: its engine runs on this loop, polled
+                    attach(self._loop, polled=True)  # by the ticks (see _tick)
             for t in config.targets:
                 if t.via is not None:
                     prober = made.get(t.settings.check_key()) or self._probers[
@@ -323,6 +323,12 @@ class Watcher:
         self._tick_handle = None
         self._sleep_until = -math.inf
         try:
+            if self._in_flight:
+                # The raw engine's replies and timeouts, read here rather than each waking the
+                # loop: one wakeup a tick, whatever the network's timing (docs/watch.md).
+                for prober in self._probers.values():
+                    if prober.__class__ is LoopProber:
+                        prober.poll()  # type: ignore[union-attr]
             self._drain()
             now = loop.time()
             batches: dict[tuple[Any, ...], list[Entry]] = {}
@@ -367,10 +373,7 @@ class Watcher:
         if nxt <= now:
             nxt, skipped = next_due(due, entry.interval, now)
             self.checks_skipped += skipped
-        self._schedule.set(entry.key, nxt)
-        if nxt - self.tick * 0.5 < self._sleep_until:  # started from a result: the
-            # scheduler may sleep past it
-            self._poke()
+        self._schedule.set(entry.key, nxt)  # (only ticks start checks: the next tick sees it)
         entry.due = due
         if entry.probe is None:
             self._finish(entry, self._local_result(entry, State.UNREACHABLE,

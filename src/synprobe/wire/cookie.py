@@ -43,9 +43,10 @@ DEFAULT_PORT_HI = 65535
 KEY_BYTES = 16  # 128-bit key; BLAKE2s accepts up to 32
 _PORT = struct.Struct("!H").pack
 _SPLIT = struct.Struct("!II").unpack  # 8-byte digest -> (sequence number, port index)
-# Hashes kept per key (a few MB at most): a long-lived engine checks the same targets again
-# and again, and a reply is matched a moment after its SYN was made, so most derivations repeat
-# one. A lookup costs ~0.15 µs against ~0.6 µs for the hash; a full memo is simply emptied.
+# Hashes kept per key: a long-lived engine checks the same targets again and again, and a
+# reply is matched a moment after its SYN was made, so most derivations repeat one. A lookup
+# costs ~0.15 µs against ~0.6 µs for the hash. Only SYNs being made add to it (a packet from
+# outside cannot fill it); a full memo is emptied: at most ~6 MB (IPv4) or ~9 MB (IPv6).
 MEMO_LIMIT = 1 << 15
 
 
@@ -81,16 +82,18 @@ class CookieKey:
         self._base = hashlib.blake2s(key=self.key, digest_size=8)
         self._memo: dict[tuple[bytes, bytes, int, bytes], tuple[int, int]] = {}
 
-    def _hash(self, local: bytes, remote: bytes, rport: int, salt: bytes) -> tuple[int, int]:
+    def _hash(self, local: bytes, remote: bytes, rport: int, salt: bytes,
+              keep: bool = True) -> tuple[int, int]:
         memo = self._memo
         found = memo.get((local, remote, rport, salt))
         if found is None:
             h = self._base.copy()
             h.update(local + remote + _PORT(rport) + salt)
             found = _SPLIT(h.digest())
-            if len(memo) >= MEMO_LIMIT:
-                memo.clear()
-            memo[local, remote, rport, salt] = found
+            if keep:
+                if len(memo) >= MEMO_LIMIT:
+                    memo.clear()
+                memo[local, remote, rport, salt] = found
         return found
 
     def derive(self, local: bytes, remote: bytes, rport: int, salt: bytes = b"",
@@ -133,7 +136,7 @@ class CookieKey:
         A random pair passes with probability issued / (span * 2**32): each check still counts
         only the serials of its own attempts, about 2**-44 for a forgery with the default range.
         """
-        h_seq, index = self._hash(local, remote, rport, salt)
+        h_seq, index = self._hash(local, remote, rport, salt, keep=False)  # untrusted input
         span = self._span
         serial = ((seq - h_seq) & 0xFFFFFFFF) * span + (lport - self.port_lo - index) % span
         return serial if serial < self.issued and self.owns_port(lport) else None
