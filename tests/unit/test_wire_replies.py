@@ -229,7 +229,8 @@ def test_ack_wraps_around() -> None:
     """A cookie of 2**32 - 1 is acknowledged with 0."""
 
     class MaxCookie(CookieKey):
-        def _hash(self, local: bytes, remote: bytes, rport: int, salt: bytes) -> tuple[int, int]:
+        def _hash(self, local: bytes, remote: bytes, rport: int, salt: bytes,
+                  keep: bool = True) -> tuple[int, int]:
             return 0xFFFFFFFF, 0
 
     key = MaxCookie()
