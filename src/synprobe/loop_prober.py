@@ -96,6 +96,7 @@ class LoopProber:
         self._engine: RawEngine = open_engine(engine, options)  # type: ignore[assignment]
         try:
             self._engine.preflight()  # the capability: fails here, not at the first check
+            self._engine.remember_targets()
         except BaseException:
             self._engine.close()
             raise

@@ -142,6 +142,9 @@ class Prober:
         except BaseException:
             self._engine.close()
             raise
+        remember = getattr(self._engine, "remember_targets", None)
+        if remember is not None:  # long-lived: per-target work worth keeping (raw: cookies)
+            remember()
         self._source = QueueSource()
         self._lock = threading.Lock()
         # Each check's waiters: a Future (submit) or a batch callback (submit_many(on_results=)).

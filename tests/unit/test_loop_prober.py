@@ -225,6 +225,21 @@ def test_a_silent_target_times_out_by_the_timer_without_spinning(net: FakeNet) -
     on_loop(body)
 
 
+def test_a_loop_prober_keeps_its_targets_cookie_hashes(net: FakeNet) -> None:
+    """Long-lived: each target's hash is kept for its next SYNs and replies (a one-shot
+    engine keeps none: test_raw_inflight)."""
+    async def body() -> None:
+        prober = LoopProber(timeout=0.5, retries=0, concurrency=64)
+        prober.attach()
+        got = Got()
+        prober.submit_many([OPEN_T], on_results=got)
+        assert got.results() == {OPEN_T: (State.OPEN, "syn-ack")}
+        assert len(prober._engine._key._memo) == 1
+        await prober.aclose()
+
+    on_loop(body)
+
+
 # -- polled by its owner (the watch service's tick) ---------------------------------------------
 
 

@@ -15,7 +15,6 @@ import pytest
 from test_raw_engine import NO_OVERLAP, FakeNet, engine, syn_fields
 
 import synprobe.registry as registry
-import synprobe.wire.cookie as cookie
 from synprobe.cli import main
 from synprobe.engines.base import ProbeOptions
 from synprobe.engines.raw.engine import SEND_BURST, RawEngine
@@ -114,13 +113,10 @@ def test_an_explicit_raw_concurrency_is_taken() -> None:
                            timeout=0.5, attempts=2) == 500
 
 
-def test_memory_per_check_in_flight_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_memory_per_check_in_flight_is_bounded() -> None:
     """tracemalloc, with every check in flight: the target, its record, its table entry and
-    its share of the queues cost at most RAW_RECORD_BYTES (what fdlimit budgets with).
-
-    The cookie's remembered hashes are a cache of at most MEMO_LIMIT entries (~6 MB), not a
-    cost per check: kept out of this measure (test_wire_cookie bounds them)."""
-    monkeypatch.setattr(cookie, "MEMO_LIMIT", 1)
+    its share of the queues cost at most RAW_RECORD_BYTES (what fdlimit budgets with). A
+    one-shot engine keeps no cookie hashes (only long-lived ones do: remember_targets)."""
     n = 20_000
     net = SilentNet(n, keep=False)
     eng = RawEngine(ProbeOptions(timeout=0.5, retries=0, concurrency=n),

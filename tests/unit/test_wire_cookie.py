@@ -7,7 +7,6 @@ import random
 
 import pytest
 
-import synprobe.wire.cookie as cookie
 from synprobe.wire.cookie import DEFAULT_PORT_HI, DEFAULT_PORT_LO, KEY_BYTES, CookieKey
 
 LOCAL4 = ipaddress.ip_address("192.0.2.1").packed
@@ -115,6 +114,7 @@ def test_pairs_never_issued_are_refused() -> None:
 
 def test_a_spent_serial_space_starts_a_new_key() -> None:
     key = CookieKey(b"u" * 16, 1024, 1024)
+    key.remember()
     old = key.derive(LOCAL4, bytes(4), 80)  # remembered under the old key
     key.issued = key.limit  # 2**32 attempts with a one-port range
     assert key.issue(LOCAL4, bytes(4), 80)[2] == 0
@@ -124,10 +124,11 @@ def test_a_spent_serial_space_starts_a_new_key() -> None:
     assert key.derive(LOCAL4, bytes(4), 80) == fresh.derive(LOCAL4, bytes(4), 80) != old
 
 
-def test_remembered_hashes_are_bounded_and_change_no_answer(monkeypatch: pytest.MonkeyPatch
-                                                            ) -> None:
-    monkeypatch.setattr(cookie, "MEMO_LIMIT", 8)
+def test_remembered_hashes_are_bounded_and_change_no_answer() -> None:
     key, twin = CookieKey(b"m" * 16), CookieKey(b"m" * 16)
+    key.derive(LOCAL4, bytes(4), 80)
+    assert key._memo == {}  # a key remembers nothing until asked (a one-shot run)
+    key.remember(8)
     targets = [(LOCAL4, ipaddress.IPv4Address(f"198.18.0.{i}").packed, 80) for i in range(20)]
     for _ in range(3):  # each target hashed again after the memo was emptied under it
         for target in targets:

@@ -43,10 +43,12 @@ DEFAULT_PORT_HI = 65535
 KEY_BYTES = 16  # 128-bit key; BLAKE2s accepts up to 32
 _PORT = struct.Struct("!H").pack
 _SPLIT = struct.Struct("!II").unpack  # 8-byte digest -> (sequence number, port index)
-# Hashes kept per key: a long-lived engine checks the same targets again and again, and a
-# reply is matched a moment after its SYN was made, so most derivations repeat one. A lookup
-# costs ~0.15 µs against ~0.6 µs for the hash. Only SYNs being made add to it (a packet from
-# outside cannot fill it); a full memo is emptied: at most ~6 MB (IPv4) or ~9 MB (IPv6).
+# Hashes a long-lived engine keeps (CookieKey.remember): it checks the same targets again and
+# again, and a reply is matched a moment after its SYN was made, so most derivations repeat
+# one. A lookup costs ~0.15 µs against ~0.6 µs for the hash. Only SYNs being made add to it (a
+# packet from outside cannot fill it); a full memo is emptied: at most ~6 MB (IPv4) or ~9 MB
+# (IPv6). A one-shot run keeps none: it rarely checks a target twice, and its memory goes to
+# checks in flight.
 MEMO_LIMIT = 1 << 15
 
 
@@ -58,7 +60,8 @@ class CookieKey:
     attempt, retries included, gets a fresh (port, sequence) pair; `serial_of` inverts it.
     """
 
-    __slots__ = ("_base", "_memo", "_span", "issued", "key", "limit", "port_hi", "port_lo")
+    __slots__ = ("_base", "_memo", "_memo_limit", "_span", "issued", "key", "limit", "port_hi",
+                 "port_lo")
 
     def __init__(
         self,
@@ -81,6 +84,12 @@ class CookieKey:
         # Keying BLAKE2 costs one compression; copying a keyed state is cheaper per packet.
         self._base = hashlib.blake2s(key=self.key, digest_size=8)
         self._memo: dict[tuple[bytes, bytes, int, bytes], tuple[int, int]] = {}
+        self._memo_limit = 0  # none kept until remember()
+
+    def remember(self, limit: int = MEMO_LIMIT) -> None:
+        """Keep up to `limit` targets' hashes (see MEMO_LIMIT); 0 keeps none."""
+        self._memo_limit = limit
+        self._memo.clear()
 
     def _hash(self, local: bytes, remote: bytes, rport: int, salt: bytes,
               keep: bool = True) -> tuple[int, int]:
@@ -90,8 +99,8 @@ class CookieKey:
             h = self._base.copy()
             h.update(local + remote + _PORT(rport) + salt)
             found = _SPLIT(h.digest())
-            if keep:
-                if len(memo) >= MEMO_LIMIT:
+            if keep and self._memo_limit:
+                if len(memo) >= self._memo_limit:
                     memo.clear()
                 memo[local, remote, rport, salt] = found
         return found

@@ -258,6 +258,12 @@ class RawEngine:
         return require_capability(self.name, f"{caps} to open raw and packet sockets", exc,
                                   ", or use the shaker engine")
 
+    def remember_targets(self) -> None:
+        """For a long-lived engine that checks the same targets again and again (a Prober, a
+        LoopProber): keep each target's cookie hash instead of computing it per SYN and per
+        reply (bounded: see cookie.MEMO_LIMIT)."""
+        self._key.remember()
+
     def preflight(self, vias: Sequence[str] = (), families: Iterable[bool] = ()) -> None:
         """Fail now, before anything is sent or printed, with what would fail the run: the
         capability (the sockets are opened here and kept for run()), and real servers that
