@@ -263,6 +263,9 @@ def test_a_polled_prober_never_wakes_the_loop_its_owners_polls_do(later: LaterNe
         assert got.results() == {OPEN_T: (State.OPEN, "syn-ack"),
                                  SILENT_T: (State.FILTERED, "timeout")}
         assert prober._timer is None
+        turns = counting_turns(prober)
+        prober.poll()  # nothing in flight: not even a turn
+        assert turns == []
         await prober.aclose()
 
     on_loop(body)
