@@ -18,6 +18,7 @@ from synprobe.engines.base import ProbeOptions
 from synprobe.model import State, Target
 from synprobe.testing import FakeEngine
 from synprobe.watch.config import parse_config
+from synprobe.watch.watcher import BATCH_GOAL, TICK_FLOOR, TICK_MAX, TICK_MIN, TICK_SHARE, auto_tick
 
 WAIT = 5.0
 
@@ -179,6 +180,24 @@ def test_a_tick_starts_what_is_due_within_half_a_tick_never_earlier(running, net
     # ... and counted as 0 late, not as negative lateness.
     assert w.lateness.count == len(starts)
     assert w.lateness.sum == pytest.approx(sum(max(0.0, now - due) for now, due in starts))
+
+
+def test_the_tick_is_long_enough_for_a_batch_and_short_against_the_intervals() -> None:
+    assert auto_tick([1.0] * 2000) == TICK_MAX  # 2,000 checks a second: 40 take 20 ms
+    assert auto_tick([1.0] * 3000) == pytest.approx(BATCH_GOAL / 3000)
+    assert auto_tick([1.0] * 100_000) == TICK_MIN  # busy: never under the minimum
+    assert auto_tick([1.0] * 3) == TICK_MAX  # idle: never over the maximum
+    assert auto_tick([0.3] + [30.0] * 10) == pytest.approx(0.3 * TICK_SHARE)  # the shortest
+    assert auto_tick([0.01]) == TICK_FLOOR
+    assert auto_tick([]) == TICK_MAX
+
+
+def test_the_watcher_sizes_its_tick_from_the_config_unless_given_one(running) -> None:
+    cfg = config([f"198.18.0.{i}:80" for i in range(1, 21)], interval=2.0)
+    w, _ = running(cfg)
+    assert w.tick == auto_tick([2.0] * 20)
+    fixed, _ = running(cfg, tick=0.007)
+    assert fixed.tick == 0.007
 
 
 def test_reload_keeps_unchanged_state_adds_and_removes(running, net: Net) -> None:

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from synprobe.errors import UsageError
@@ -43,13 +43,31 @@ Key = tuple[str, int, str | None]
 _OPEN, _ERROR = State.OPEN, State.ERROR
 EventSink = Callable[[dict[str, Any]], None]
 ProberFactory = Callable[[Settings, int], AnyProber]
-# Seconds between batches of checks. Each tick's due checks go out together, and a tick
-# starts the checks due within half a tick from now, so a check leaves within half a tick of
-# its slot, before or after (never later on an idle machine). Every wakeup of the service
-# costs ~0.1 ms of CPU whatever it does (Python code and data gone cold while the process
-# slept): 5 ms ticks cost ~20 % more CPU per check than 10 ms ones at 2,000 checks a second;
-# 20 ms ones saved nothing more measurable (docs/watch.md, Performance).
-TICK = 0.010
+# Checks leave in ticks: each tick's due checks go out together, and a tick starts the checks
+# due within half a tick from now, so a check leaves within half a tick of its slot, before or
+# after (never later on an idle machine). Every wakeup costs the service CPU whatever it does
+# (~70 µs here for an empty one; Python code and data gone cold while the process slept), so a
+# tick is as long as a batch of BATCH_GOAL checks takes to come due, within TICK_MIN..TICK_MAX,
+# and at most TICK_SHARE of the shortest interval (but never under TICK_FLOOR). Measured at
+# 2,000 checks a second: 5 ms ticks cost ~20 % more CPU a check than 10 ms ones, 10 ms ~18 %
+# more than 20 ms ones (docs/watch.md, Performance).
+BATCH_GOAL = 40
+TICK_MIN = 0.010
+TICK_MAX = 0.020
+TICK_SHARE = 0.05
+TICK_FLOOR = 0.005
+
+
+def auto_tick(intervals: Iterable[float]) -> float:
+    """The tick for targets checked at these intervals (one per target)."""
+    rate, shortest = 0.0, math.inf
+    for interval in intervals:
+        rate += 1.0 / interval
+        shortest = min(shortest, interval)
+    if rate == 0.0:
+        return TICK_MAX
+    tick = max(TICK_MIN, min(TICK_MAX, BATCH_GOAL / rate))
+    return min(tick, max(TICK_FLOOR, shortest * TICK_SHARE))
 # Checks started per tick at most; more due start in the next one, results and HTTP between.
 # (Only a backlog reaches it: due checks that came due while this tick ran wait for the next,
 # at most a tick: an immediate tick for them was a third of all ticks, with a check or two.)
@@ -69,7 +87,7 @@ class Watcher:
         resolver: Callable[..., Any] = socket.getaddrinfo,
         log: Callable[[str], None] | None = None,
         wall: Callable[[], float] = time.time,
-        tick: float = TICK,
+        tick: float | None = None,
     ) -> None:
         self.config = config or WatchConfig()
         self.event_sinks: list[EventSink] = list(event_sinks or [])
@@ -81,7 +99,9 @@ class Watcher:
         self._resolver = resolver
         self._log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self._wall = wall
-        self.tick = tick
+        # None: sized from the config's check rate (auto_tick) at each apply().
+        self.fixed_tick = tick
+        self.tick = TICK_MAX if tick is None else tick
         self.entries: dict[Key, Entry] = {}
         self._excluded = exclusion_set(self.config.exclude)
         self._probers: dict[tuple[Any, ...], AnyProber] = {}
@@ -282,6 +302,8 @@ class Watcher:
             for key, due in spread(keys, interval, now):
                 self._schedule.set(key, due)
         self.config = config
+        if self.fixed_tick is None:
+            self.tick = auto_tick(e.interval for e in self.entries.values())
         self._excluded = exclusion_set(config.exclude)
         if not first:
             self.reloads["ok"] += 1
