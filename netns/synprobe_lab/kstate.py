@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from .nsutil import exec_argv, run
@@ -22,15 +22,20 @@ def _port_filter(port: int | None) -> list[str]:
     return [] if port is None else [f"( sport = :{port} or dport = :{port} )"]
 
 
-def count_states(ns: str, state: str, port: int | None = None) -> int:
+def count_states(ns: str, state: str | Sequence[str], port: int | None = None) -> int:
     """Number of TCP sockets (v4 + v6) in `state` in `ns`, optionally touching `port`.
 
-    `state` is an ss(8) name: "time-wait", "syn-recv", "syn-sent", "established", ...
-    SYN-RECV counts the server's request sockets (half-open connections it is answering).
+    `state` is an ss(8) name: "time-wait", "syn-recv", "syn-sent", "established", ...; or
+    several, counted in one walk of the socket table (two calls could count a socket that
+    moves between them twice, or not at all). SYN-RECV counts the server's request sockets
+    (half-open connections it is answering).
     """
-    if state not in STATES:
-        raise ValueError(f"unknown TCP state {state!r}; one of {sorted(STATES)}")
-    out = run(exec_argv(ns, ["ss", "-Htn", "state", state, *_port_filter(port)])).stdout
+    states = (state,) if isinstance(state, str) else tuple(state)
+    for one in states:
+        if one not in STATES:
+            raise ValueError(f"unknown TCP state {one!r}; one of {sorted(STATES)}")
+    filters = [word for one in states for word in ("state", one)]
+    out = run(exec_argv(ns, ["ss", "-Htn", *filters, *_port_filter(port)])).stdout
     return sum(1 for line in out.splitlines() if line.strip())
 
 

@@ -257,8 +257,9 @@ class Lab:
 
     # -- kernel state and waiting -------------------------------------------------------------
 
-    def count_states(self, ns: str, state: str, port: int | None = None) -> int:
-        """TCP sockets in ss state `state` ("time-wait", "syn-recv", ...) in `ns`."""
+    def count_states(self, ns: str, state: str | Sequence[str], port: int | None = None) -> int:
+        """TCP sockets in ss state `state` ("time-wait", "syn-recv", ...; or any of several,
+        counted in one walk) in `ns`."""
         return kstate.count_states(self.ns(ns), state, port)
 
     def listen_queue(self, ns: str = "server", port: int = OPEN_PORT) -> int:

@@ -136,7 +136,9 @@ def test_live_view_groups_when_targets_do_not_fit(pane, tmp_path) -> None:
                    f'[groups.beta]\ntargets = {[f"127.0.0.1:{p}" for p in ports[20:]]}\n'
                    .replace("'", '"'))
     p = pane([sys.executable, "-m", "synprobe", "watch", "--config", str(cfg)], 100, 16)
-    text = p.wait_for(lambda t: row(t, "alpha") and row(t, "alpha")[0][2] == "20")
+    # Both groups decided: the first checks are spread over the interval, beta's after alpha's.
+    text = p.wait_for(lambda t: row(t, "alpha") and row(t, "alpha")[0][2] == "20"
+                      and row(t, "beta") and row(t, "beta")[0][2] == "10")
     assert row(text, "alpha")[0][1:4] == ["0", "20", "0"]  # up, down, unknown
     assert row(text, "beta")[0][1:4] == ["0", "10", "0"]
     assert len(text.rstrip("\n").splitlines()) <= 16
