@@ -27,10 +27,8 @@ from synprobe.engines.base import os_errors
 from synprobe.engines.raw.engine import RawEngine, RawRun
 from synprobe.errors import UsageError
 from synprobe.model import ProbeResult, Target
-from synprobe.prober import OnResults, _answer, wait_on
+from synprobe.prober import OnResults, _answer, result_target, wait_on
 from synprobe.sources import GO
-
-_new_tuple = tuple.__new__
 
 CLOSE_SLICE = 0.1  # seconds: how often close() from another thread looks at the loop
 
@@ -224,8 +222,7 @@ class LoopProber:
         pending = self._pending
         answered = []
         for r in results:
-            # tuple.__new__: Target's own __new__ is a Python frame (0.3 µs a result)
-            tgt = _new_tuple(Target, (r.host, r.port, r.via))
+            tgt = result_target(r)
             answered.append((tgt, r, pending.pop(tgt, ())))
         _answer(answered)
 

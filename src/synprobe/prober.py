@@ -64,6 +64,15 @@ def _answer(waiters: Iterable[_Waiters]) -> None:
         _call_back(on_results, outcomes)
 
 
+_new_tuple = tuple.__new__
+
+
+def result_target(r: ProbeResult) -> Target:
+    """The target a result answers, as it was submitted (canonical): the key of its waiters.
+    tuple.__new__: Target's own __new__ is a Python frame (0.3 µs a result)."""
+    return _new_tuple(Target, (r.host, r.port, r.via))
+
+
 def wait_on(pending: dict[Target, list[Any]], tgt: Target, waiter: Any,
             fresh: list[Target]) -> None:
     """Register `waiter` for `tgt`; a target nobody waits on yet joins `fresh`, the targets
@@ -179,7 +188,7 @@ class Prober:
         with self._lock:
             pending = self._pending
             for r in item:
-                tgt = Target(r.host, r.port, r.via)
+                tgt = result_target(r)
                 waiters = pending.pop(tgt, ())
                 for w in waiters:  # (a loop, not any(): no generator per result)
                     if w.__class__ is Future:

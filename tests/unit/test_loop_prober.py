@@ -62,20 +62,21 @@ def raw_on(net: FakeNet, monkeypatch: pytest.MonkeyPatch) -> None:
                                                   ephemeral_ports=lambda: NO_OVERLAP))
 
 
-@pytest.fixture
-def net(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNet]:
-    fake = FakeNet()
+def installed(fake: FakeNet, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A fixture's body: `fake` is the network engine "raw" runs on, shut afterwards."""
     raw_on(fake, monkeypatch)
     yield fake
     fake.shut()
+
+
+@pytest.fixture
+def net(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNet]:
+    yield from installed(FakeNet(), monkeypatch)
 
 
 @pytest.fixture
 def later(monkeypatch: pytest.MonkeyPatch) -> Iterator[LaterNet]:
-    fake = LaterNet()
-    raw_on(fake, monkeypatch)
-    yield fake
-    fake.shut()
+    yield from installed(LaterNet(), monkeypatch)
 
 
 class Got:

@@ -93,16 +93,19 @@ class CookieKey:
 
     def _hash(self, local: bytes, remote: bytes, rport: int, salt: bytes,
               keep: bool = True) -> tuple[int, int]:
-        memo = self._memo
-        found = memo.get((local, remote, rport, salt))
-        if found is None:
-            h = self._base.copy()
-            h.update(local + remote + _PORT(rport) + salt)
-            found = _SPLIT(h.digest())
-            if keep and self._memo_limit:
-                if len(memo) >= self._memo_limit:
-                    memo.clear()
-                memo[local, remote, rport, salt] = found
+        limit = self._memo_limit
+        if limit:  # (a one-shot run's per-packet path pays for no lookup)
+            found = self._memo.get((local, remote, rport, salt))
+            if found is not None:
+                return found
+        h = self._base.copy()
+        h.update(local + remote + _PORT(rport) + salt)
+        found = _SPLIT(h.digest())
+        if keep and limit:
+            memo = self._memo
+            if len(memo) >= limit:
+                memo.clear()
+            memo[local, remote, rport, salt] = found
         return found
 
     def derive(self, local: bytes, remote: bytes, rport: int, salt: bytes = b"",

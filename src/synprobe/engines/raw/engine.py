@@ -581,7 +581,6 @@ class RawEngine:
                                    self.name, probe[_SOURCE], t.via))
 
 
-
 class RawRun:
     """One run of the raw engine as turns: the engine's loop without its waiting, so a thread
     (`RawEngine.run`) or an event loop (`LoopProber`) can drive it.
