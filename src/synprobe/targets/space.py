@@ -12,14 +12,16 @@ from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate
 from socket import AF_INET6, inet_ntoa, inet_ntop
-
-from netaddr import IPSet
+from typing import TYPE_CHECKING
 
 from synprobe.errors import UsageError
 from synprobe.model import Target
 from synprobe.targets.addresses import format_ip
 from synprobe.targets.intervals import Interval, merge
 from synprobe.targets.permutation import iter_permutation
+
+if TYPE_CHECKING:  # accepted, never needed: a CLI run starts without netaddr (~13 ms)
+    from netaddr import IPSet
 
 # Beyond this a scan cannot end (2**62 probes at 10 Mpps is 14,000 years), and lengths past
 # sys.maxsize would break len(); such a space is a typo ("::/0"), refused whatever the flags.
@@ -34,8 +36,9 @@ class _Block:
     __slots__ = ("firsts", "hosts", "offsets", "ports", "size", "sizes", "v6")
 
     def __init__(self, hosts: Iterable[Interval] | IPSet, ports: Sequence[int]) -> None:
-        if isinstance(hosts, IPSet):
-            hosts = ((r.version, r.first, r.last) for r in hosts.iter_ipranges())
+        ipranges = getattr(hosts, "iter_ipranges", None)  # a netaddr IPSet
+        if ipranges is not None:
+            hosts = ((r.version, r.first, r.last) for r in ipranges())
         ranges = merge(hosts)  # sorted and disjoint, whatever the caller passed
         self.firsts = [first for _, first, _ in ranges]
         self.v6 = [version == 6 for version, _, _ in ranges]
