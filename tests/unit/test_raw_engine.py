@@ -27,6 +27,7 @@ from synprobe.errors import EngineUnavailable, UsageError
 from synprobe.model import ProbeResult, State, Target
 from synprobe.prober import Prober
 from synprobe.sources import IterSource
+from synprobe.wire.cookie import CookieKey
 from synprobe.wire.packets import syn_packet
 from synprobe.wire.syn import PacketTemplate
 
@@ -335,6 +336,44 @@ def test_invalid_and_duplicate_replies_are_counted_not_trusted() -> None:
     assert got[Target("127.0.0.2", 82)].state is State.FILTERED
     stats = eng.stats()
     assert (stats["invalid"], stats["duplicates"], stats["replies"]) == (2, 2, 3)
+
+
+def test_a_check_in_flight_is_matched_against_what_it_sent_not_rehashed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reply carrying the pair the check's latest SYN carried, to the address it came from,
+    is that check's answer: compared with the record, no keyed hash (~0.8 µs a reply). The
+    same pair sent to another address of ours, or any other pair, goes to the key and is
+    refused: the check stays in flight and times out."""
+    hashed: list[int] = []
+    real = CookieKey.serial_of
+
+    def counted(self: CookieKey, *args: Any) -> int | None:
+        hashed.append(1)
+        return real(self, *args)
+
+    monkeypatch.setattr(CookieKey, "serial_of", counted)
+
+    def elsewhere(syn: bytes) -> list[bytes]:
+        if syn_fields(syn)[2] != 85:
+            return answer(syn)
+        good = bytearray(answer(syn[:22] + (80).to_bytes(2, "big") + syn[24:])[0])
+        good[20:22] = (85).to_bytes(2, "big")
+        good[16:20] = bytes([127, 0, 0, 3])  # to another of our addresses
+        return [bytes(good)]
+
+    net = FakeNet(elsewhere)
+    try:
+        eng = engine(io_factory=net, timeout=0.05, retries=1)
+        got = run_all(eng, [Target(f"127.0.0.{i}", 80) for i in range(2, 12)]
+                      + [Target("127.0.0.2", 81), Target("127.0.0.2", 85)])
+    finally:
+        net.close()
+    assert [r.state for r in got.values()].count(State.OPEN) == 10
+    assert got[Target("127.0.0.2", 81)].state is State.CLOSED
+    assert len(hashed) == 2  # only the two misaddressed answers went to the key
+    assert (got[Target("127.0.0.2", 85)].state, got[Target("127.0.0.2", 85)].attempts) == \
+        (State.FILTERED, 2)
+    assert eng.stats()["invalid"] == 2 and eng.stats()["replies"] == 11
 
 
 def test_the_same_target_twice_shares_one_probe(net: FakeNet) -> None:

@@ -24,9 +24,11 @@ from synprobe.wire.replies import (
     INVALID_RST,
     INVALID_SYN_ACK,
     SNAP,
+    Heard,
     Invalid,
     Reply,
     match_reply,
+    read_reply,
 )
 from synprobe.wire.syn import syn_template
 
@@ -238,6 +240,40 @@ def test_ack_wraps_around() -> None:
     p = P4._replace(sport=61000, seq=0xFFFFFFFF, serial=0)
     assert match_reply(tcp_reply(p, "SA", 0), key) == verdict(p, State.OPEN, "syn-ack", 0)
     assert match_reply(tcp_reply(p, "SA", 2**32 - 1), key) == INVALID_SYN_ACK
+
+
+def heard(p: Probe, state: State | None, reason: str, seq: int, ack: int | None = None,
+          sport: int | None = None) -> Heard:
+    family = socket.AF_INET6 if p.v6 else socket.AF_INET
+    local, remote = socket.inet_pton(family, p.local), socket.inet_pton(family, p.remote)
+    return Heard(state, reason, remote, p.port, p.sport if sport is None else sport, seq, ack,
+                 local, None)
+
+
+@pytest.mark.parametrize(("packet", "expected"), [
+    (syn_ack(P4), heard(P4, State.OPEN, "syn-ack", P4.seq, P4.seq + 1)),
+    (rst(P6), heard(P6, State.CLOSED, "rst", P6.seq)),
+    # What a forgery says is read as it is; only the cookie check refuses it.
+    (tcp_reply(P4, "SA", P4.seq + 2), heard(P4, State.OPEN, "syn-ack", P4.seq + 1, P4.seq + 2)),
+    (syn_ack(P4, dport=61000), heard(P4, State.OPEN, "syn-ack", P4.seq, P4.seq + 1, 61000)),
+    (icmp_error(P4, 3, 1), heard(P4, State.UNREACHABLE, "icmp-3-1", P4.seq)),
+    (icmp_error(P6, 1, 4), heard(P6, State.FILTERED, "icmp6-1-4", P6.seq)),
+    (icmp_error(P4, 3, 4), heard(P4, None, "icmp", P4.seq)),  # path MTU: valid, no verdict
+    (icmp_error(P4, 3, 1, dst="192.0.2.99"), INVALID_ICMP),  # quoting a SYN not from there
+    (syn_ack(P4, dport=60999), None),
+    (tcp_reply(P4, "A", P4.seq + 1), None),
+], ids=["syn-ack", "rst", "forged ack", "another port of ours", "icmp", "icmp6", "path mtu",
+        "icmp for another host", "below our ports", "bare ack"])
+def test_read_reply_says_what_a_packet_claims_without_the_key(
+        packet: bytes, expected: Heard | Invalid | None) -> None:
+    """The first half of match_reply, for an engine that checks a reply against its own
+    record of what it sent: the fields, the SYN's sequence number it answers, no verdict."""
+    assert read_reply(packet, 61000, 65535) == expected
+
+
+def test_ack_zero_answers_the_last_sequence_number() -> None:
+    got = read_reply(tcp_reply(P4, "SA", 0), 61000, 65535)
+    assert isinstance(got, Heard) and (got.seq, got.ack) == (0xFFFFFFFF, 0)
 
 
 def test_another_key_sees_only_invalid_replies() -> None:
