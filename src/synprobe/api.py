@@ -131,17 +131,33 @@ class ResultStream(Iterator[ProbeResult]):
         while True:
             for result in self._batch:
                 return result
-            if self._finished:
+            batch = self._next_batch()
+            if batch is None:
                 raise StopIteration
-            item = self._queue.get()
-            if item is None:
-                self._finish()
-                raise StopIteration
-            if isinstance(item, BaseException):
-                self._finish()
-                raise item
-            self._source.consumed(len(item))
-            self._batch = iter(item)
+            self._batch = iter(batch)
+
+    def batches(self) -> Iterator[list[ProbeResult]]:
+        """The same results a list at a time, as the engine completed them (one list per turn
+        of its loop): for a consumer that handles them in bulk, as the CLI's writers do."""
+        rest = list(self._batch)
+        self._batch = iter(())
+        if rest:
+            yield rest
+        while (batch := self._next_batch()) is not None:
+            yield batch
+
+    def _next_batch(self) -> list[ProbeResult] | None:
+        if self._finished:
+            return None
+        item = self._queue.get()
+        if item is None:
+            self._finish()
+            return None
+        if isinstance(item, BaseException):
+            self._finish()
+            raise item
+        self._source.consumed(len(item))
+        return item
 
     def _finish(self) -> None:
         if not self._finished:

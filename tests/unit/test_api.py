@@ -58,6 +58,21 @@ def test_probe_many_streams_all_results(fake_engine: Made) -> None:
                                       State.UNREACHABLE}
 
 
+def test_batches_yield_the_same_results_a_turn_at_a_time(fake_engine: Made) -> None:
+    """What the CLI's writers read: lists as the engine completed them, nothing lost when
+    next() took some first, nothing after the end."""
+    targets = [f"198.18.0.{i}:{80 + i % 4}" for i in range(1, 201)]
+    with synprobe.probe_many(targets, engine="fake", concurrency=16) as results:
+        first = [next(results) for _ in range(3)]
+        batches = list(results.batches())
+        assert list(results.batches()) == [] and next(results, None) is None
+    assert all(isinstance(b, list) and 0 < len(b) <= 16 for b in batches)
+    assert len(batches) >= 200 // 16  # a list per turn, not one for the run
+    got = first + [r for b in batches for r in b]
+    assert sorted((r.host, r.port) for r in got) == sorted(
+        (f"198.18.0.{i}", 80 + i % 4) for i in range(1, 201))
+
+
 def test_probe_many_is_lazy_and_bounded(fake_engine: Made) -> None:
     pulled = itertools.count()
 

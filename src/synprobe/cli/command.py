@@ -266,10 +266,10 @@ def _report(config: RunConfig, results: ResultStream, writer: Writer, workers: W
         with results:
             # A stop signal ends this loop (results.abort()), never interrupts it: every
             # result that completed is written.
-            for result in results:
-                writer.write(result)
-                tally.add(result)
-                if progress and tally.done & 255 == 0 and time.monotonic() >= next_progress:
+            for batch in results.batches():
+                writer.write_all(batch)
+                tally.add_all(batch)
+                if progress and time.monotonic() >= next_progress:
                     stderr.write(tally.progress_line())
                     stderr.flush()
                     next_progress = time.monotonic() + 0.5

