@@ -34,6 +34,14 @@ class SourceRouter:
         self._cache: dict[bytes, tuple[bytes, str] | int] = {}
         self._expires = 0.0
 
+    def routes(self, now: float) -> dict[bytes, tuple[bytes, str] | int]:
+        """The cache as of `now`: answers keyed by prefix (`dst[:8]` IPv6, `dst[:3]` IPv4),
+        for a caller that reads many at once; a missing prefix is lookup()'s to resolve."""
+        if now >= self._expires:
+            self._cache.clear()
+            self._expires = now + self.ttl
+        return self._cache
+
     def lookup(self, v6: bool, dst: bytes, now: float) -> tuple[bytes, str] | int:
         """(packed source, its text) for `dst`, or the errno the route lookup failed with."""
         if now >= self._expires:

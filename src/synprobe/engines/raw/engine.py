@@ -328,12 +328,16 @@ class RawEngine:
     def _admit(self, targets: list[Target], table: dict[Key, Probe],
                queue: deque[Probe], done: list[ProbeResult]) -> None:
         pton, lookup = socket.inet_pton, self._router.lookup
+        inet, inet6 = socket.AF_INET, socket.AF_INET6
         now = self._clock()  # one clock for the router's cache
+        # The router's answers per prefix, read here without a call per target (~0.15 µs);
+        # a prefix not in it yet goes through lookup().
+        routes = self._router.routes(now)
         for target in targets:
             host, port, via = target
             v6 = ":" in host
             try:
-                dst = pton(socket.AF_INET6 if v6 else socket.AF_INET, host)
+                dst = pton(inet6 if v6 else inet, host)
             except OSError:
                 done.append(ProbeResult(host, port, State.ERROR, "bad-address", None, 0,
                                         self.name, self.options.source, via))
@@ -349,8 +353,8 @@ class RawEngine:
                 else:
                     twin[_TWINS].append(target)
                 continue
-            found = lookup(v6, dst, now)
-            if isinstance(found, int):  # refused before anything left, as shaker's connect() is
+            found = routes.get(dst[:8] if v6 else dst[:3]) or lookup(v6, dst, now)
+            if found.__class__ is int:  # refused before anything left, as shaker's connect() is
                 state, reason = classify_errno(found)
                 done.append(ProbeResult(host, port, state, reason, None, 1, self.name,
                                         self.options.source))
