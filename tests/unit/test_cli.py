@@ -217,3 +217,27 @@ def test_max_time_stops_starting_checks_and_says_so(monkeypatch: pytest.MonkeyPa
 def test_max_time_must_be_positive(fake_engine: object) -> None:
     code, _, err = run_cli("--engine", "fake", "--max-time", "0", "198.18.0.2:80")
     assert code == 2 and "--max-time" in err
+
+
+def test_the_program_freezes_start_up_and_widens_the_young_generation(
+        fake_engine: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run as the program (argv from sys.argv) the CLI owns its process: start-up's objects
+    leave the collector's walks (and stay shared with forked workers), and young collections
+    run every GC_THRESHOLD allocations. Called as main([...]) by other code, it leaves the
+    caller's collector alone."""
+    import gc
+
+    from synprobe.cli import command
+
+    threshold = gc.get_threshold()
+    gc.unfreeze()
+    try:
+        assert run_cli("--engine", "fake", "-q", "198.18.0.2:80")[0] == 0
+        assert gc.get_threshold() == threshold and gc.get_freeze_count() == 0
+        monkeypatch.setattr(sys, "argv", ["synprobe", "--engine", "fake", "-q", "198.18.0.2:80"])
+        assert main(stdout=io.StringIO(), stderr=io.StringIO()) == 0
+        assert gc.get_threshold()[0] == command.GC_THRESHOLD
+        assert gc.get_freeze_count() > 1000  # every module, class and function made so far
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import gc
 import json
 import os
 import signal
@@ -156,9 +157,11 @@ def build_parser(stdout: TextIO | None = None) -> argparse.ArgumentParser:
     return p
 
 
-def run(config: RunConfig, stdout: TextIO, stderr: TextIO, stops: StopSignals) -> int:
+def run(config: RunConfig, stdout: TextIO, stderr: TextIO, stops: StopSignals, *,
+        own_process: bool = False) -> int:
     """The parent's run: its engine is made once, checked (preflight), then used for its share;
-    workers are forked after the checks and before any thread starts."""
+    workers are forked after the checks and before any thread starts. `own_process`: the run
+    is the program (not main() called by other code), so it may tune the process's GC."""
     shares = config.shares()
     engine = create_engine(config.engine, shares[0].options)
     try:
@@ -172,6 +175,8 @@ def run(config: RunConfig, stdout: TextIO, stderr: TextIO, stops: StopSignals) -
         # What would fail the run (privileges, unusable real servers) fails now, before any
         # output or worker. The sockets it opens are the ones the run uses.
         engine.preflight(config.vias, config.space.families)
+        if own_process:
+            _settle_gc()
         writer = _writer(config, stdout)
         workers = None
         if len(shares) > 1:
@@ -186,6 +191,22 @@ def run(config: RunConfig, stdout: TextIO, stderr: TextIO, stops: StopSignals) -
     finally:
         if workers is not None:
             workers.terminate()  # only if we are leaving early; a no-op otherwise
+
+
+GC_THRESHOLD = 10_000  # allocations between young-generation collections (Python's: 700)
+
+
+def _settle_gc() -> None:
+    """The CLI owns its process (when it is the program), so it sets the collector for a run:
+    what start-up made (the
+    modules, the config) is frozen, out of every later collection's walk and untouched by the
+    workers' (the fork's pages stay shared), and the young generation is collected every
+    10,000 allocations. A run allocates a few containers per check (its Target, the in-flight
+    record and key, the result) and keeps them briefly; at Python's default threshold the
+    collector ran every ~150 checks and took ~0.6 µs a check, ~10 % of the raw engine's CPU
+    (measured on a fake network; a CLI run at 65,536 targets: user CPU -7 %)."""
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD)
 
 
 def _worker(shares: list[RunConfig], inherited: Engine, stdout: TextIO, stderr: TextIO,
@@ -328,6 +349,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
+    own_process = argv is None  # the program itself, not a caller's main([...])
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["watch"]:  # the service; a host named watch: synprobe -p 80 -- watch
         from synprobe.watch.cli import main as watch_main  # here: aiohttp only for the service
@@ -344,7 +366,8 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
     stops = StopSignals()
     stops.install()
     try:
-        return _guarded(lambda: run(build_config(args, auto_workers), stdout, stderr, stops),
+        return _guarded(lambda: run(build_config(args, auto_workers), stdout, stderr, stops,
+                                    own_process=own_process),
                         stderr, is_worker=False)
     finally:
         stops.restore()
