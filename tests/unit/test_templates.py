@@ -55,7 +55,7 @@ def test_a_bad_cache_entry_is_rebuilt(cache) -> None:
 
 def test_an_unwritable_cache_still_works(cache, monkeypatch: pytest.MonkeyPatch) -> None:
     cache.parent.chmod(0o500)
-    monkeypatch.setattr(templates.Path, "mkdir", lambda *a, **k: (_ for _ in ()).throw(
+    monkeypatch.setattr(templates.os, "makedirs", lambda *a, **k: (_ for _ in ()).throw(
         PermissionError(13, "read-only")))
     assert templates.load_template("198.18.0.1", False).template == syn_template(
         "198.18.0.1").template
@@ -161,7 +161,7 @@ def test_a_relative_xdg_cache_home_is_ignored(tmp_path, monkeypatch: pytest.Monk
     monkeypatch.chdir(tmp_path / "cwd")
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert templates.cache_dir() == tmp_path / "home" / ".cache" / "synprobe"
+    assert templates.cache_dir() == str(tmp_path / "home" / ".cache" / "synprobe")
     templates.load_template("198.18.0.1", False)
     assert list((tmp_path / "cwd").iterdir()) == []
     assert len(list((tmp_path / "home" / ".cache" / "synprobe").iterdir())) == 1

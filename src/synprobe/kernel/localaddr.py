@@ -10,7 +10,6 @@ service that checks from a floating address (a VRRP backup's VIP) before it hold
 from __future__ import annotations
 
 import errno
-import ipaddress
 import socket
 
 from synprobe.errors import UsageError
@@ -27,6 +26,8 @@ def check_source(text: object, *, freebind: bool = False, name: str = "source",
     `name` and `opt_in` word the error for the caller (the CLI says --source / --freebind)."""
     if not isinstance(text, str):
         raise UsageError(f"{name} must be an IP address as a string, got {type(text).__name__}")
+    import ipaddress  # here: only a run given a source address needs it (~1 ms of start-up)
+
     try:
         addr = ipaddress.ip_address(text.strip())
     except ValueError:

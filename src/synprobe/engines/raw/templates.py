@@ -24,19 +24,20 @@ import contextlib
 import os
 import pwd
 import socket
-import tempfile
-from pathlib import Path
 
 from synprobe import __version__
 from synprobe.wire.packets import rst_packet, syn_packet
 from synprobe.wire.syn import PacketTemplate, rst_template, syn_template
 
+# Paths are plain strings here: pathlib (with urllib.parse) and tempfile cost every raw run
+# ~5 ms of start-up, and the cache is one flat directory.
 
-def cache_dir() -> Path | None:
+
+def cache_dir() -> str | None:
     """$XDG_CACHE_HOME/synprobe or ~/.cache/synprobe; None if there is no usable home."""
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     if os.path.isabs(xdg):
-        return Path(xdg) / "synprobe"
+        return os.path.join(xdg, "synprobe")
     home = os.environ.get("HOME", "")
     if not home:
         try:
@@ -45,7 +46,7 @@ def cache_dir() -> Path | None:
             return None
     if not os.path.isabs(home):
         return None
-    return Path(home) / ".cache" / "synprobe"
+    return os.path.join(home, ".cache", "synprobe")
 
 
 def load_template(source: str, rst: bool) -> PacketTemplate:
@@ -55,7 +56,7 @@ def load_template(source: str, rst: bool) -> PacketTemplate:
     packed = socket.inet_pton(socket.AF_INET6 if v6 else socket.AF_INET, source)
     folder = cache_dir()
     path = None if folder is None else \
-        folder / f"{__version__}-{'rst' if rst else 'syn'}-{packed.hex()}.pkt"
+        os.path.join(folder, f"{__version__}-{'rst' if rst else 'syn'}-{packed.hex()}.pkt")
     if path is not None and _read(path, len(expected.template) + 1) == expected.template:
         return expected  # scapy built these very bytes on an earlier run
     built = rst_template(source) if rst else syn_template(source)
@@ -64,7 +65,7 @@ def load_template(source: str, rst: bool) -> PacketTemplate:
     return built
 
 
-def _read(path: Path, limit: int) -> bytes | None:
+def _read(path: str, limit: int) -> bytes | None:
     """At most `limit` bytes of `path` (a FIFO or /dev/zero planted there cannot stall us)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -78,12 +79,15 @@ def _read(path: Path, limit: int) -> bytes | None:
         os.close(fd)
 
 
-def _store(path: Path, packet: bytes) -> None:
+def _store(path: str, packet: bytes) -> None:
     """Write atomically; a cache that cannot be written only costs later runs the import, and
     a failed write (a full disk) leaves no temporary file behind."""
+    import tempfile  # here: only the run that builds a template with scapy stores it
+
+    folder = os.path.dirname(path)
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pkt")
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pkt")
     except OSError:
         return
     try:
