@@ -604,3 +604,14 @@ def test_parse_target_refuses(obj: object, match: str) -> None:
 def test_library_targets_get_the_default_exclusions(obj: str) -> None:
     with pytest.raises(UsageError, match="refusing to probe"):
         parse_target(obj)
+
+
+@pytest.mark.parametrize("token", ["198.51.100.0/26", "2001:db8::ff00/122", "198.51.100.7"])
+def test_a_one_range_one_port_block_maps_indices_as_target_does(token: str) -> None:
+    """The sweep's hot path (`_Block.mapper`) agrees with the general `target` everywhere."""
+    block = space(token, ports=[443])._blocks[0]
+    fast = block.mapper()
+    assert fast != block.target  # the specialised one
+    assert [fast(i) for i in range(block.size)] == [block.target(i) for i in range(block.size)]
+    two_ports = space(token, ports=[80, 443])._blocks[0]
+    assert two_ports.mapper() == two_ports.target
