@@ -9,6 +9,7 @@ import socket
 import struct
 import time
 from collections.abc import Sequence
+from itertools import chain, repeat
 
 SOL_PACKET = 263
 PACKET_STATISTICS = 6  # struct tpacket_stats { unsigned tp_packets, tp_drops; }, reset on read
@@ -57,71 +58,104 @@ TRANSIENT_ERRNOS = frozenset({errno.ENOBUFS, errno.EAGAIN, errno.ENOMEM, errno.E
 class MmsgSender:
     """One IPPROTO_RAW socket and a preallocated sendmmsg(2) batch.
 
-    It measured a little faster than one sendto(2) per packet; the figures
-    are in raw.py's docstring. Everything sendmmsg reads (the mmsghdr array, iovecs,
-    sockaddrs and packet slots) lives in one bytearray whose pointers are written once; per
-    packet only the packet bytes, the destination address and iov_len are copied in.
+    It measured a little faster than one sendto(2) per packet; the figures are in the raw
+    engine's docstring. Everything sendmmsg reads (the mmsghdr arrays, iovecs, sockaddrs and
+    the packet area) lives in one bytearray whose pointers are written once.
+
+    A batch of packets of one length (the engine's SYNs: one template per family) is copied
+    in with one join into packets laid end to end, each mmsghdr's iovec pointing at its own:
+    the iovec table for that length is written on its first use and kept. A batch of mixed
+    lengths is copied packet by packet into fixed slots. The destinations are written as one
+    join of whole sockaddrs. Filling a batch measured 0.1 µs a packet against 0.4 µs when
+    every packet was copied on its own.
     """
 
-    SLOT = 128  # bytes per packet slot; a SYN is 60 (IPv4) or 80 (IPv6) bytes
+    SLOT = 128  # bytes per packet slot (mixed lengths); a SYN is 60 (IPv4) or 80 (IPv6) bytes
     _MMSG = ctypes.sizeof(_Mmsghdr)  # 64 on LP64
     _IOV = struct.calcsize("@PN")  # struct iovec { void *iov_base; size_t iov_len; }
+    _TABLES = 4  # packet lengths with a table of their own at once (SYN, RST, ...)
 
     def __init__(self, sock: socket.socket, v6: bool, capacity: int = 256) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        self.capacity = capacity
+        self.capacity = n = capacity
         self.v6 = v6
         self._addr_size, self._addr_at = (28, 8) if v6 else (16, 4)
-        n = capacity
-        self._pkt_off = 0
+        self._width = 16 if v6 else 4
         self._sa_off = n * self.SLOT
-        self._iov_off = self._sa_off + n * self._addr_size
-        self._mmsg_off = self._iov_off + n * self._IOV
-        self._buf = bytearray(self._mmsg_off + n * self._MMSG)
-        base = ctypes.addressof(ctypes.c_char.from_buffer(self._buf))
-        self._base = base
+        self._table_off = self._sa_off + n * self._addr_size
+        self._table_size = n * (self._IOV + self._MMSG)  # iovecs, then mmsghdrs
+        self._buf = bytearray(self._table_off + (1 + self._TABLES) * self._table_size)
+        self._base = ctypes.addressof(ctypes.c_char.from_buffer(self._buf))
         family = socket.AF_INET6 if v6 else socket.AF_INET
+        # A sockaddr up to the address (family, port 0, IPv6 flow info 0), and after it.
+        self._sa_head = struct.pack("=H", family) + bytes(self._addr_at - 2)
+        self._sa_tail = bytes(self._addr_size - self._addr_at - self._width)
+        self._tables: dict[int, int] = {}  # packet length -> its table's offset; 0: slots
+        self._slots = self._table(0)
+        self._lens = [0] * n  # the slots' iov_len, as last written
+
+    def _table(self, length: int) -> int:
+        """The offset of the iovec + mmsghdr table for packets of `length` laid end to end
+        (0: the fixed slots, each iov_len written per packet). Written once, then kept."""
+        at = self._tables.get(length)
+        if at is not None:
+            return at
+        if len(self._tables) > self._TABLES:  # only the slots' table is kept
+            self._tables = {0: self._tables[0]}
+        at = self._table_off + len(self._tables) * self._table_size
+        n, base, stride = self.capacity, self._base, length or self.SLOT
         for i in range(n):
-            sa = self._sa_off + i * self._addr_size
-            struct.pack_into("=H", self._buf, sa, family)  # port 0, addresses written per send
-            struct.pack_into("@PN", self._buf, self._iov_off + i * self._IOV,
-                             base + i * self.SLOT, 0)
+            iov = at + i * self._IOV
+            struct.pack_into("@PN", self._buf, iov, base + i * stride, length)
             # struct msghdr: name, namelen, iov, iovlen, control, controllen, flags
-            struct.pack_into("@PIPNPNi", self._buf, self._mmsg_off + i * self._MMSG,
-                             base + sa, self._addr_size, base + self._iov_off + i * self._IOV,
-                             1, 0, 0, 0)
-        self._lens = [0] * n  # the iov_len of each slot, as last written
+            struct.pack_into("@PIPNPNi", self._buf, at + n * self._IOV + i * self._MMSG,
+                             base + self._sa_off + i * self._addr_size, self._addr_size,
+                             base + iov, 1, 0, 0, 0)
+        self._tables[length] = at
+        return at
 
     def send(self, batch: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, int]]:
         """Send (packet, packed destination) pairs; return (index, errno) of those that failed."""
         failures: list[tuple[int, int]] = []
-        buf, slot, lens, iov, iov_len = self._buf, self.SLOT, self._lens, self._IOV, \
-            self._iov_off + _PTR
-        size, width = self._addr_size, 16 if self.v6 else 4
-        for start in range(0, len(batch), self.capacity):
-            chunk = batch[start : start + self.capacity]
-            sa = self._sa_off + self._addr_at
-            at = 0
-            for i, (packet, dst) in enumerate(chunk):
-                n = len(packet)
-                if n != lens[i]:  # iov_len is rewritten only when it changes (SYNs: never)
-                    if n > slot:
-                        raise ValueError(f"packet of {n} bytes does not fit a {slot}-byte slot")
-                    struct.pack_into("@N", buf, iov_len + i * iov, n)
-                    lens[i] = n
-                buf[at : at + n] = packet
-                buf[sa : sa + width] = dst
-                at += slot
-                sa += size
-            failures.extend((start + i, e) for i, e in self._flush(len(chunk)))
+        buf, head, tail, n = self._buf, self._sa_head, self._sa_tail, self.capacity
+        for start in range(0, len(batch), n):
+            packets, dsts = zip(*batch[start : start + n], strict=True)
+            count = len(packets)
+            buf[self._sa_off : self._sa_off + count * self._addr_size] = b"".join(
+                chain.from_iterable(zip(repeat(head, count), dsts, repeat(tail, count),
+                                        strict=True)))
+            lengths = set(map(len, packets))
+            length = lengths.pop()
+            if not lengths and 0 < length <= self.SLOT:  # one length: end to end
+                table = self._table(length)
+                buf[: count * length] = b"".join(packets)
+            else:
+                table = self._slots
+                self._fill_slots(packets)
+            mmsgs = self._base + table + n * self._IOV
+            failures.extend((start + i, e) for i, e in self._flush(mmsgs, count))
         return failures
 
-    def _flush(self, count: int) -> list[tuple[int, int]]:
+    def _fill_slots(self, packets: Sequence[bytes]) -> None:
+        buf, slot, lens = self._buf, self.SLOT, self._lens
+        iov_len = self._slots + _PTR
+        at = 0
+        for i, packet in enumerate(packets):
+            size = len(packet)
+            if size != lens[i]:  # iov_len is rewritten only when it changes
+                if size > slot:
+                    raise ValueError(f"packet of {size} bytes does not fit a {slot}-byte slot")
+                struct.pack_into("@N", buf, iov_len + i * self._IOV, size)
+                lens[i] = size
+            buf[at : at + size] = packet
+            at += slot
+
+    def _flush(self, mmsgs: int, count: int) -> list[tuple[int, int]]:
         failures = []
         i = 0
         while i < count:
-            sent = _sendmmsg(self.fd, self._base + self._mmsg_off + i * self._MMSG, count - i, 0)
+            sent = _sendmmsg(self.fd, mmsgs + i * self._MMSG, count - i, 0)
             if sent > 0:
                 i += sent
                 continue
