@@ -63,7 +63,7 @@ def test_workers_help_matches_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
     assert action.help is not None
     assert "at most 4" in action.help and "either engine" in action.help
     assert "20,000" in action.help
-    monkeypatch.setattr(workers.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(workers, "usable_cpus", lambda: list(range(16)))
     for engine in ("shaker", "raw"):
         assert workers.auto_workers(engine, workers.AUTO_MIN_TARGETS) == 4
         assert workers.auto_workers(engine, workers.AUTO_MIN_TARGETS - 1) == 1

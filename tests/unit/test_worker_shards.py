@@ -1,4 +1,6 @@
 import argparse
+import json
+import os
 import threading
 
 import pytest
@@ -42,9 +44,34 @@ def test_never_forks_once_a_thread_runs() -> None:
 
 
 def test_auto_workers_only_for_large_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(workers.os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(workers.os, "sched_getaffinity", lambda pid: {0, 2, 5})
     assert auto_workers("shaker", 1000) == 1
     assert auto_workers("fake", 10**6) == 1
-    assert auto_workers("raw", 10**6) == 3  # one per core
+    assert auto_workers("raw", 10**6) == 3  # one per core it may use
+    monkeypatch.delattr(workers.os, "sched_getaffinity")
     monkeypatch.setattr(workers.os, "cpu_count", lambda: None)  # unknown: one process
     assert auto_workers("raw", 10**6) == 1
+
+
+def _affinity_report(worker: int, fd: int) -> int:
+    with os.fdopen(fd, "w") as pipe:
+        json.dump({"worker": worker, "cpus": sorted(os.sched_getaffinity(0))}, pipe)
+    return 0
+
+
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "unpinned"])
+def test_each_process_of_a_pinned_run_keeps_to_a_cpu_of_its_own(pinned: bool) -> None:
+    allowed = workers.usable_cpus()
+    try:
+        run = Workers(2, pin=pinned)
+        run.start(_affinity_report)
+        parent = sorted(os.sched_getaffinity(0))
+        codes, summaries = run.join()
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert codes == [0]
+    if pinned:
+        assert summaries == [{"worker": 1, "cpus": [allowed[1 % len(allowed)]]}]
+        assert parent == [allowed[0]]
+    else:
+        assert summaries == [{"worker": 1, "cpus": allowed}] and parent == allowed

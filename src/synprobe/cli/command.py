@@ -144,8 +144,9 @@ def build_parser(stdout: TextIO | None = None) -> argparse.ArgumentParser:
                    "in decimal or hex (0x10) (policy routing; needs CAP_NET_ADMIN)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="processes to spread the run over, each probing a disjoint shard (raw "
-                   "workers also split --sport-range); default: one per core, at most 4, for "
-                   "runs of 20,000+ targets with either engine, else 1")
+                   "workers also split --sport-range), each kept on a CPU of its own; "
+                   "default: one per core this process may use, at most 4, for runs of "
+                   "20,000+ targets with either engine, else 1")
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be sent, send nothing (tcpdump-style lines; with "
                    "--json one JSON object per check)")
@@ -181,7 +182,7 @@ def run(config: RunConfig, stdout: TextIO, stderr: TextIO, stops: StopSignals, *
         workers = None
         if len(shares) > 1:
             writer.out.flush()  # the header, before any worker's row
-            workers = Workers(len(shares))
+            workers = Workers(len(shares), pin=own_process)
             workers.start(functools.partial(_worker, shares, engine, stdout, stderr))
     except BaseException:
         engine.close()

@@ -9,6 +9,14 @@ probing at once instead of ~0.1 s later (a fresh interpreter and its imports), w
 any thread. Workers write result lines straight to the shared stdout in whole-line chunks (see
 output.LineSink) and hand their summary back on a pipe.
 
+Each process of a run keeps to a CPU of its own (worker i on the i-th CPU this process may use,
+round robin), as zmap and masscan pin theirs: a worker's engine thread and its writer thread
+then hand the GIL over on one core, and the scheduler never moves a busy worker onto the other's
+core. Measured on 2 cores, 65,536 all-open targets (alternating runs): 0.718 -> 0.685 s and
+0.694 -> 0.685 s median wall, 20-24 ms less user CPU. Only the program pins itself (not a
+caller's main([...])), and only the CPUs its affinity allows are used (a container or a
+taskset may allow fewer than the host has).
+
 A worker never outlives its parent: it asks the kernel for SIGTERM when the parent dies
 (PR_SET_PDEATHSIG) right after the fork, and then checks that the parent is still the one that
 forked it, since the parent may have died before the request was made. SIGTERM stops a worker
@@ -31,17 +39,34 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 AUTO_MIN_TARGETS = 20_000  # below this a second process costs more (its start-up) than it saves
 
 
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on: its affinity, which a container or `taskset` may
+    make smaller than the host's count."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
+
+
 def auto_workers(engine: str, targets: int) -> int:
     if engine not in ("shaker", "raw") or targets < AUTO_MIN_TARGETS:
         return 1
-    return max(1, min(os.cpu_count() or 1, 4))
+    return max(1, min(len(usable_cpus()), 4))
+
+
+def pin(worker: int, cpus: list[int]) -> None:
+    """Keep this process (its threads to come included) on worker's CPU of `cpus`."""
+    with contextlib.suppress(OSError):  # a CPU taken away meanwhile: run unpinned
+        os.sched_setaffinity(0, {cpus[worker % len(cpus)]})
 
 
 class Workers:
-    """Starts workers 1..count-1 of a run; the caller runs worker 0's share itself."""
+    """Starts workers 1..count-1 of a run; the caller runs worker 0's share itself. With
+    `pin`, each process of the run keeps to a CPU of its own (the caller included)."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, *, pin: bool = False) -> None:
         self.count = count
+        self.pin = pin
         self._children: list[tuple[int, int]] = []  # (pid, read end of its summary pipe)
 
     def start(self, run: Callable[[int, int], int]) -> None:
@@ -58,6 +83,7 @@ class Workers:
             raise RuntimeError("workers must be forked from the main thread")
         libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork: nothing to do after
         parent = os.getpid()
+        cpus = usable_cpus() if self.pin else []
         for worker in range(1, self.count):
             read_end, write_end = os.pipe()
             sys.stdout.flush()
@@ -67,6 +93,8 @@ class Workers:
                 code = 3
                 try:
                     die_with_parent(libc, parent)
+                    if cpus:
+                        pin(worker, cpus)
                     os.close(read_end)
                     for _, other in self._children:
                         os.close(other)
@@ -77,6 +105,8 @@ class Workers:
                     os._exit(code)
             os.close(write_end)
             self._children.append((pid, read_end))
+        if cpus:
+            pin(0, cpus)
 
     def join(self) -> tuple[list[int], list[dict[str, object]]]:
         """Exit codes and summaries of the workers, once they have all ended."""
