@@ -198,14 +198,13 @@ GC_THRESHOLD = 10_000  # allocations between young-generation collections (Pytho
 
 
 def _settle_gc() -> None:
-    """The CLI owns its process (when it is the program), so it sets the collector for a run:
-    what start-up made (the
-    modules, the config) is frozen, out of every later collection's walk and untouched by the
-    workers' (the fork's pages stay shared), and the young generation is collected every
-    10,000 allocations. A run allocates a few containers per check (its Target, the in-flight
-    record and key, the result) and keeps them briefly; at Python's default threshold the
-    collector ran every ~150 checks and took ~0.6 µs a check, ~10 % of the raw engine's CPU
-    (measured on a fake network; a CLI run at 65,536 targets: user CPU -7 %)."""
+    """The CLI owns its process (when it is the program), so it sets the collector for a run: what
+    start-up made (the modules, the config) is frozen, out of every later collection's walk and
+    untouched by the workers' (the fork's pages stay shared), and the young generation is collected
+    every 10,000 allocations. A run allocates a few containers per check (its Target, the in-flight
+    record and key, the result) and keeps them briefly; at Python's default threshold the collector
+    ran every ~150 checks and took ~0.6 µs a check, ~10 % of the raw engine's CPU (measured on a
+    fake network; a CLI run at 65,536 targets: user CPU -7 %)."""
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD)
 

@@ -12,10 +12,10 @@ output.LineSink) and hand their summary back on a pipe.
 Each process of a run keeps to a CPU of its own (worker i on the i-th CPU this process may use,
 round robin), as zmap and masscan pin theirs: a worker's engine thread and its writer thread
 then hand the GIL over on one core, and the scheduler never moves a busy worker onto the other's
-core. Measured on 2 cores, 65,536 all-open targets (alternating runs): 0.718 -> 0.685 s and
-0.694 -> 0.685 s median wall, 20-24 ms less user CPU. Only the program pins itself (not a
-caller's main([...])), and only the CPUs its affinity allows are used (a container or a
-taskset may allow fewer than the host has).
+core. Measured on 2 cores, 65,536 all-open targets, three times in alternating runs: median wall
+0.718 -> 0.685 s, 0.694 -> 0.685 s and 0.714 -> 0.700 s, 15-24 ms less user CPU. Only the
+program pins itself (not a caller's main([...])), and only the CPUs its affinity allows are used
+(a container or a taskset may allow fewer than the host has).
 
 A worker never outlives its parent: it asks the kernel for SIGTERM when the parent dies
 (PR_SET_PDEATHSIG) right after the fork, and then checks that the parent is still the one that
