@@ -75,3 +75,11 @@ def test_each_process_of_a_pinned_run_keeps_to_a_cpu_of_its_own(pinned: bool) ->
         assert parent == [allowed[0]]
     else:
         assert summaries == [{"worker": 1, "cpus": allowed}] and parent == allowed
+
+
+def test_a_run_is_pinned_only_with_a_worker_for_every_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workers, "usable_cpus", lambda: [0, 1, 2, 3, 4, 5, 6, 7])
+    assert not workers.worth_pinning(4)  # the default cap on 8 CPUs: left to the scheduler
+    assert workers.worth_pinning(8)
+    monkeypatch.setattr(workers, "usable_cpus", lambda: [2, 3])
+    assert workers.worth_pinning(2) and not workers.worth_pinning(1)

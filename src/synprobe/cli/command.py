@@ -30,7 +30,7 @@ from synprobe.cli.output import (
     merge_stats,
 )
 from synprobe.cli.stops import StopSignals
-from synprobe.cli.workers import Workers, auto_workers
+from synprobe.cli.workers import Workers, auto_workers, worth_pinning
 from synprobe.engines.base import Engine
 from synprobe.engines.raw.options import RST_MODES, VIA_MODES
 from synprobe.errors import SynprobeError, UsageError
@@ -144,9 +144,9 @@ def build_parser(stdout: TextIO | None = None) -> argparse.ArgumentParser:
                    "in decimal or hex (0x10) (policy routing; needs CAP_NET_ADMIN)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="processes to spread the run over, each probing a disjoint shard (raw "
-                   "workers also split --sport-range), each kept on a CPU of its own; "
-                   "default: one per core this process may use, at most 4, for runs of "
-                   "20,000+ targets with either engine, else 1")
+                   "workers also split --sport-range), each kept on a CPU of its own when "
+                   "there is one per CPU; default: one per core this process may use, at "
+                   "most 4, for runs of 20,000+ targets with either engine, else 1")
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be sent, send nothing (tcpdump-style lines; with "
                    "--json one JSON object per check)")
@@ -182,7 +182,7 @@ def run(config: RunConfig, stdout: TextIO, stderr: TextIO, stops: StopSignals, *
         workers = None
         if len(shares) > 1:
             writer.out.flush()  # the header, before any worker's row
-            workers = Workers(len(shares), pin=own_process)
+            workers = Workers(len(shares), pin=own_process and worth_pinning(len(shares)))
             workers.start(functools.partial(_worker, shares, engine, stdout, stderr))
     except BaseException:
         engine.close()
@@ -347,6 +347,10 @@ def _report(config: RunConfig, results: ResultStream, writer: Writer, workers: W
 
 def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
+    """The command line. Called without `argv` it is the program (the console script, `python
+    -m synprobe`) and owns its process: a run freezes the garbage collector's start-up objects,
+    widens its young generation, and may pin its processes to CPUs, none of it undone on
+    return. Code embedding the CLI passes `argv` and keeps its process as it was."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     own_process = argv is None  # the program itself, not a caller's main([...])

@@ -9,13 +9,15 @@ probing at once instead of ~0.1 s later (a fresh interpreter and its imports), w
 any thread. Workers write result lines straight to the shared stdout in whole-line chunks (see
 output.LineSink) and hand their summary back on a pipe.
 
-Each process of a run keeps to a CPU of its own (worker i on the i-th CPU this process may use,
-round robin), as zmap and masscan pin theirs: a worker's engine thread and its writer thread
-then hand the GIL over on one core, and the scheduler never moves a busy worker onto the other's
-core. Measured on 2 cores, 65,536 all-open targets, three times in alternating runs: median wall
-0.718 -> 0.685 s, 0.694 -> 0.685 s and 0.714 -> 0.700 s, 15-24 ms less user CPU. Only the
-program pins itself (not a caller's main([...])), and only the CPUs its affinity allows are used
-(a container or a taskset may allow fewer than the host has).
+When a run has a worker for every CPU this process may use, each process keeps to a CPU of its
+own (worker i on the i-th), as zmap and masscan pin theirs: a worker's engine thread and its
+writer thread then hand the GIL over on one core, and the scheduler never moves a busy worker
+onto the other's core. Measured on 2 cores, 65,536 all-open targets, three times in alternating
+runs: median wall 0.718 -> 0.685 s, 0.694 -> 0.685 s and 0.714 -> 0.700 s, 15-24 ms less user
+CPU. Only the program pins itself (not a caller's main([...])), and only the CPUs its affinity
+allows are used (a container or a taskset may allow fewer than the host has). With fewer workers
+than CPUs nothing is pinned: pinned from the lowest CPU up, concurrent runs would pile onto the
+same cores and leave others idle.
 
 A worker never outlives its parent: it asks the kernel for SIGTERM when the parent dies
 (PR_SET_PDEATHSIG) right after the fork, and then checks that the parent is still the one that
@@ -52,6 +54,12 @@ def auto_workers(engine: str, targets: int) -> int:
     if engine not in ("shaker", "raw") or targets < AUTO_MIN_TARGETS:
         return 1
     return max(1, min(len(usable_cpus()), 4))
+
+
+def worth_pinning(count: int) -> bool:
+    """Whether a run of `count` processes is pinned: only with one for every CPU it may use
+    (fewer, pinned from the lowest CPU up, would pile concurrent runs onto the same cores)."""
+    return count >= len(usable_cpus())
 
 
 def pin(worker: int, cpus: list[int]) -> None:

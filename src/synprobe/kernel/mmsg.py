@@ -86,7 +86,11 @@ class MmsgSender:
         self._table_off = self._sa_off + n * self._addr_size
         self._table_size = n * (self._IOV + self._MMSG)  # iovecs, then mmsghdrs
         self._buf = bytearray(self._table_off + (1 + self._TABLES) * self._table_size)
-        self._base = ctypes.addressof(ctypes.c_char.from_buffer(self._buf))
+        # Held, not dropped: while this export lives the bytearray cannot be resized (a slice
+        # assignment of the wrong length raises BufferError), so the raw pointers written into
+        # it never dangle.
+        self._pinned = ctypes.c_char.from_buffer(self._buf)
+        self._base = ctypes.addressof(self._pinned)
         family = socket.AF_INET6 if v6 else socket.AF_INET
         # A sockaddr up to the address (family, port 0, IPv6 flow info 0), and after it.
         self._sa_head = struct.pack("=H", family) + bytes(self._addr_at - 2)
@@ -122,9 +126,11 @@ class MmsgSender:
         for start in range(0, len(batch), n):
             packets, dsts = zip(*batch[start : start + n], strict=True)
             count = len(packets)
-            buf[self._sa_off : self._sa_off + count * self._addr_size] = b"".join(
-                chain.from_iterable(zip(repeat(head, count), dsts, repeat(tail, count),
-                                        strict=True)))
+            names = b"".join(chain.from_iterable(zip(repeat(head, count), dsts,
+                                                     repeat(tail, count), strict=True)))
+            if len(names) != count * self._addr_size:
+                raise ValueError(f"a destination that is not {self._width} bytes long")
+            buf[self._sa_off : self._sa_off + len(names)] = names
             lengths = set(map(len, packets))
             length = lengths.pop()
             if not lengths and 0 < length <= self.SLOT:  # one length: end to end
