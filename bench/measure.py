@@ -27,6 +27,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -106,23 +107,7 @@ def _descendants(root: int) -> list[int]:
     """
     if not os.path.exists(f"/proc/{root}/task/{root}/children"):
         return _descendants_by_walk(root)
-    order, seen = [root], {root}
-    for pid in order:  # grows while iterating: a breadth-first walk
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:  # it ended
-            continue
-        for tid in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-                    kids = f.read().split()
-            except OSError:
-                continue
-            for kid in map(int, kids):
-                if kid not in seen:
-                    seen.add(kid)
-                    order.append(kid)
-    return order
+    return _breadth_first(root, _children_listed)
 
 
 def _descendants_by_walk(root: int) -> list[int]:
@@ -137,9 +122,29 @@ def _descendants_by_walk(root: int) -> list[int]:
             # comm is in parentheses and may hold spaces: ppid is the 2nd field after it.
             ppid = int(stat[stat.rindex(b")") + 2:].split(None, 2)[1])
             children.setdefault(ppid, []).append(int(name))
+    return _breadth_first(root, lambda pid: children.get(pid, ()))
+
+
+def _children_listed(pid: int) -> list[int]:
+    """The children of every thread of `pid`, from /proc (none once it has ended)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    kids: list[int] = []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                kids.extend(map(int, f.read().split()))
+        except OSError:
+            continue
+    return kids
+
+
+def _breadth_first(root: int, children: Callable[[int], Iterable[int]]) -> list[int]:
     order, seen = [root], {root}
-    for pid in order:  # grows while iterating: a breadth-first walk
-        for kid in children.get(pid, ()):
+    for pid in order:  # grows while iterating
+        for kid in children(pid):
             if kid not in seen:
                 seen.add(kid)
                 order.append(kid)

@@ -57,14 +57,7 @@ class LineSink:
 
     def write_lines(self, lines: list[str]) -> None:
         """Whole lines at once (a batch of results): joined and encoded in one go."""
-        if self.fd is None:
-            self.out.write("".join(lines))
-            return
-        data = "".join(lines).encode()
-        self._parts.append(data)
-        self._size += len(data)
-        if self._size >= self.CHUNK or self.line_buffered:
-            self.flush()
+        self.write("".join(lines))
 
     def flush(self) -> None:
         if self.fd is None:
@@ -130,9 +123,9 @@ class JsonWriter:
         self.out = out
         self._parts: dict[tuple[object, ...], tuple[str, str]] = {}
 
-    def _row_parts(self, r: ProbeResult) -> tuple[str, str]:
-        """The row's text around the RTT: before it from "state" on, and after it."""
-        key = (r.state._value_, r.reason, r.attempts, r.engine, r.source, r.via)
+    def _row_parts(self, r: ProbeResult, key: tuple[object, ...]) -> tuple[str, str]:
+        """The row's text around the RTT (before it from "state" on, and after it), made
+        once per `key`."""
         parts = self._parts.get(key)
         if parts is None:
             parts = self._parts[key] = (
@@ -149,8 +142,8 @@ class JsonWriter:
         lines: list[str] = []
         append, known, row_parts = lines.append, self._parts, self._row_parts
         for r in results:
-            parts = known.get((r.state._value_, r.reason, r.attempts, r.engine, r.source,
-                               r.via)) or row_parts(r)
+            key = (r.state._value_, r.reason, r.attempts, r.engine, r.source, r.via)
+            parts = known.get(key) or row_parts(r, key)
             rtt = r.rtt
             append(f'{{"host":"{r.host}","port":{r.port}{parts[0]}'
                    f'{"null" if rtt is None else f"{rtt * 1000.0:.3f}"}{parts[1]}')
@@ -189,8 +182,7 @@ class Tally:
         self.done = 0
 
     def add(self, r: ProbeResult) -> None:
-        self.states[r.state] += 1
-        self.done += 1
+        self.add_all([r])
 
     def add_all(self, results: list[ProbeResult]) -> None:
         # Counted by the members' values: a State's own hash is a Python-level call.

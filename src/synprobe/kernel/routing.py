@@ -44,11 +44,8 @@ class SourceRouter:
 
     def lookup(self, v6: bool, dst: bytes, now: float) -> tuple[bytes, str] | int:
         """(packed source, its text) for `dst`, or the errno the route lookup failed with."""
-        if now >= self._expires:
-            self._cache.clear()
-            self._expires = now + self.ttl
         prefix = dst[:8] if v6 else dst[:3]
-        found = self._cache.get(prefix)
+        found = self.routes(now).get(prefix)
         if found is None:
             found = self._resolve(v6, dst)
             # A freebind source fails until it arrives (a VRRP failover): then retry each time.

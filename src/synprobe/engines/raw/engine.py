@@ -512,8 +512,7 @@ class RawEngine:
                 if verdict.__class__ is Invalid:
                     invalid += 1
                     continue
-                sent = None if probe is None or probe[_LOCAL] != local \
-                    else _sent_earlier(probe, pair)
+                sent = _sent_by(probe, pair, local)
             if state is None:
                 continue  # valid, but about packet size: no verdict (wire.icmp)
             replies += 1
@@ -573,12 +572,7 @@ class RawEngine:
                     counters["rsts_suppressed"] += 1
             pair = heard.seq << 16 | reply.sport
             probe = table.get((reply.remote, reply.port, reply.salt))
-            if probe is None or probe[_LOCAL] != reply.local:
-                sent = None
-            elif pair == probe[_PAIR]:
-                sent = probe[_SENT]
-            else:
-                sent = _sent_earlier(probe, pair)
+            sent = _sent_by(probe, pair, reply.local)
             if sent is None:
                 counters["duplicates"] += 1  # answered already, or an earlier check's reply
                 continue
@@ -710,9 +704,14 @@ class RawRun:
             self.engine._router.close()
 
 
-def _sent_earlier(probe: Probe, pair: int) -> float | None:
-    """When this check's earlier attempt with cookie `pair` was sent; None if no earlier
-    attempt had it (an earlier check's answer, or a replay)."""
+def _sent_by(probe: Probe | None, pair: int, local: bytes) -> float | None:
+    """When the attempt of the check in flight whose cookie was `pair`, sent from `local`,
+    left; None if no attempt of it had them (answered already, an earlier check's answer, or
+    a replay). The plain receive path compares the latest attempt inline before calling."""
+    if probe is None or probe[_LOCAL] != local:
+        return None
+    if probe[_PAIR] == pair:
+        return probe[_SENT]
     for tried, sent in probe[_TRIES] or ():
         if tried == pair:
             return sent
