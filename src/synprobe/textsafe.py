@@ -7,13 +7,13 @@ such character is printed as a visible Python-style escape instead.
 
 from __future__ import annotations
 
-import unicodedata
-
 
 def visible(text: str) -> str:
     """`text` with control and format characters (C0, DEL, C1, bidi overrides) escaped."""
     if text.isprintable():
         return text
+    import unicodedata  # here: only text that needs escaping pays for it
+
     out = []
     for ch in text:
         if ch.isprintable() or ch == " " or unicodedata.category(ch) not in ("Cc", "Cf", "Zl",

@@ -10,7 +10,7 @@ import pytest
 
 import synprobe
 from synprobe.cli import workers
-from synprobe.cli.args import version_line
+from synprobe.cli.args import terminal_columns, version_line
 from synprobe.cli.command import build_parser, main
 from synprobe.cli.output import format_duration, format_summary
 
@@ -56,6 +56,28 @@ def test_help_goes_to_the_given_stdout() -> None:
     code, out, err = run_cli("--help")
     assert (code, err) == (0, "")
     assert out.startswith("usage: synprobe") and "examples:" in out and "130  interrupted" in out
+
+
+@pytest.mark.parametrize("columns", [60, 100])
+def test_help_wraps_options_to_the_terminal_width(columns: int,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The width is found without shutil (see args.Formatter), the way it finds it: $COLUMNS
+    first. Only the options are wrapped; the description and examples are laid out by hand."""
+    monkeypatch.setenv("COLUMNS", str(columns))
+    code, out, _ = run_cli("--help")
+    assert code == 0
+    options = out.split("options:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert len(options) > 40
+    assert max(map(len, options)) <= columns - 2
+    assert max(map(len, options)) > columns - 15  # filled, not wrapped to some narrower width
+
+
+def test_terminal_columns_falls_back_without_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "junk")
+    monkeypatch.setattr("os.get_terminal_size", lambda fd: (_ for _ in ()).throw(OSError()))
+    assert terminal_columns() == 80
+    monkeypatch.setenv("COLUMNS", "132")
+    assert terminal_columns() == 132
 
 
 def test_workers_help_matches_the_code(monkeypatch: pytest.MonkeyPatch) -> None:

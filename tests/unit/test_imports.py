@@ -56,3 +56,29 @@ def test_a_cli_run_starts_without_asyncio_or_netaddr() -> None:
     out = subprocess.run([sys.executable, "-c", CLI_CHECK], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == ""
+
+
+RAW_CLI_CHECK = """
+import sys
+from synprobe.cli.command import build_parser
+from synprobe.cli.config import build_config
+from synprobe.cli.workers import auto_workers
+from synprobe.registry import create_engine
+args = build_parser().parse_args(["--engine", "raw", "--json", "-p", "80", "198.18.0.0/24"])
+config = build_config(args, auto_workers)
+create_engine("raw", config.shares()[0].options)
+print(",".join(m for m in sys.argv[1:] if m in sys.modules))
+"""
+# What a raw CLI run without --via, --csv or a dry run never needs, each a millisecond or more
+# of every start-up: argparse's terminal width (shutil, with zlib/bz2/lzma), OpenSSL (hashlib,
+# secrets), a traceback, CSV, Unicode tables, ipaddress (templates come from their cache), and
+# the modules behind checks through real servers and dry runs.
+NOT_AT_START = ("shutil", "hashlib", "_hashlib", "secrets", "hmac", "traceback", "csv",
+                "unicodedata", "ipaddress", "synprobe.engines.raw.via",
+                "synprobe.kernel.neighbours", "synprobe.kernel.frames", "synprobe.wire.describe")
+
+
+def test_a_raw_cli_start_loads_only_what_the_run_needs() -> None:
+    out = subprocess.run([sys.executable, "-c", RAW_CLI_CHECK, *NOT_AT_START],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

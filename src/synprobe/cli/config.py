@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import secrets
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -71,7 +71,7 @@ class RunConfig:
         count = self.processes
         if count == 1:
             return [self]
-        seed = self.seed if self.seed is not None else secrets.randbits(62)
+        seed = self.seed if self.seed is not None else int.from_bytes(os.urandom(8)) >> 2  # 62 bits
         first, of = self.shard
         rate = self.options.rate / count if self.options.rate else None
         own = self.options.engine_options

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -155,6 +154,8 @@ class JsonWriter:
 
 class CsvWriter:
     def __init__(self, out: LineSink, *, header: bool) -> None:
+        import csv  # here: only --csv needs it
+
         self.out = out
         self._csv = csv.writer(out, lineterminator="\n")  # one write() per row: whole lines
         if header:

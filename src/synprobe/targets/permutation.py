@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import random
 import re
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import repeat
@@ -36,11 +35,12 @@ class Cycle:
 
     @classmethod
     def choose(cls, n: int, seed: int | None) -> Cycle:
-        """The cycle a seed stands for; a fresh random one (from `secrets`) when seed is None."""
+        """The cycle a seed stands for; a fresh random one (os.urandom, through
+        random.SystemRandom, as `secrets` uses) when seed is None."""
         if n < 1:
             raise ValueError("a cycle needs n >= 1")
         p, factors = group_for(n)
-        rng: random.Random = secrets.SystemRandom() if seed is None else random.Random(seed)
+        rng: random.Random = random.SystemRandom() if seed is None else random.Random(seed)
         # Rejection sampling: uniform over candidates, so uniform over generators. About
         # (p-1)/phi(p-1) tries are needed, i.e. a handful; each try is a few pow()s.
         while True:

@@ -4,8 +4,8 @@ sequence number and its source port.
 A stateless scanner keeps no table of what it sent; it recognises its replies because only the
 holder of the key can compute, for a (local address, remote address, remote port), the sequence
 number a SYN carried (a SYN-ACK or RST acknowledges it +1) and the source port it came from.
-The key is per engine, from `secrets`, so a peer who saw one run's probes cannot forge replies
-to the next one.
+The key is per engine, from `os.urandom` (what `secrets` reads), so a peer who saw one run's
+probes cannot forge replies to the next one.
 
 Every attempt also gets a serial number, counted up per key (`CookieKey.issue`), and the
 serial is folded into the pair: with the target's hash (h_seq, h_port) and serial n,
@@ -27,9 +27,13 @@ state, against ~0.55 µs; HMAC-SHA256 costs ~1.4 µs).
 
 from __future__ import annotations
 
-import hashlib
-import secrets
+import os
 import struct
+
+try:  # BLAKE2 alone: hashlib would also load OpenSSL (_hashlib, ~2 ms of every start-up)
+    from _blake2 import blake2s
+except ImportError:  # not CPython
+    from hashlib import blake2s
 
 # Linux hands out ephemeral ports from net.ipv4.ip_local_port_range, 32768-60999 by default.
 # Sending from above it means no connect() on this host (including our own shaker engine) is
@@ -71,7 +75,7 @@ class CookieKey:
     ) -> None:
         if not 1 <= port_lo <= port_hi <= 0xFFFF:
             raise ValueError(f"bad source port range {port_lo}-{port_hi}")
-        self.key = secrets.token_bytes(KEY_BYTES) if key is None else key
+        self.key = os.urandom(KEY_BYTES) if key is None else key
         if not 1 <= len(self.key) <= 32:
             raise ValueError("a cookie key is 1 to 32 bytes long")
         self.port_lo = port_lo
@@ -82,7 +86,7 @@ class CookieKey:
         self.limit = self._span << 32
         self.issued = 0  # serials handed out so far: replies may only name these
         # Keying BLAKE2 costs one compression; copying a keyed state is cheaper per packet.
-        self._base = hashlib.blake2s(key=self.key, digest_size=8)
+        self._base = blake2s(key=self.key, digest_size=8)
         self._memo: dict[tuple[bytes, bytes, int, bytes], tuple[int, int]] = {}
         self._memo_limit = 0  # none kept until remember()
 
@@ -132,8 +136,8 @@ class CookieKey:
         gave the same target before."""
         serial = self.issued
         if serial >= self.limit:  # a one-port range after 2**32 attempts: start a new key
-            self.key = secrets.token_bytes(KEY_BYTES)
-            self._base = hashlib.blake2s(key=self.key, digest_size=8)
+            self.key = os.urandom(KEY_BYTES)
+            self._base = blake2s(key=self.key, digest_size=8)
             self._memo.clear()  # hashes under the old key
             serial = 0
         self.issued = serial + 1

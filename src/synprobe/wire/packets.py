@@ -12,7 +12,6 @@ checksums computed over those zeros, as scapy computes them.
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 
 from synprobe.wire.checksum import finish, ones_sum, pseudo_header_sum
@@ -48,6 +47,8 @@ def default_mss(source: str, mss: int | None = None) -> int:
     """`mss`, or the one Linux announces on a 1500-byte link for the family of `source`."""
     if mss is not None:
         return mss
+    import ipaddress  # here: templates are made once, then read from their cache
+
     return DEFAULT_MSS_V6 if ipaddress.ip_address(source).version == 6 else DEFAULT_MSS_V4
 
 
@@ -67,6 +68,8 @@ def rst_packet(source: str, *, ttl: int = DEFAULT_TTL) -> bytes:
 def tcp_packet(source: str, flags: int, window: int, options: bytes, ttl: int) -> bytes:
     """IPv4 (no IP options, DF, ID 0) or IPv6 (class and flow label 0) + TCP, from numeric
     address `source` to the unspecified address, all variable fields zero."""
+    import ipaddress  # here: templates are made once, then read from their cache
+
     address = ipaddress.ip_address(source)
     if address.is_unspecified:
         raise ValueError("a template needs a concrete source address, not 0.0.0.0 or ::")

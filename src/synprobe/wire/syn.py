@@ -14,7 +14,6 @@ the real one: the kernel's "fill in a zero source" would leave the checksum wron
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 import struct
@@ -185,6 +184,8 @@ def _scapy_packet(source: str, ttl: int, tcp_fields: dict[str, Any]) -> bytes:
     """Encode the template with scapy; the only place this package imports it."""
     # Numeric only (scapy would resolve a name), and never unspecified: the TCP checksum covers
     # the source, so the kernel filling in a zero source would make every probe's checksum wrong.
+    import ipaddress  # here, with scapy: templates are made once, then read from their cache
+
     if ipaddress.ip_address(source).is_unspecified:
         raise ValueError("a template needs a concrete source address, not 0.0.0.0 or ::")
     IP, TCP, IPv6 = _scapy_layers()

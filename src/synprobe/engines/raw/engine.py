@@ -52,16 +52,13 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synprobe.engines.base import ProbeOptions, TargetSource, os_errors, require_capability
 from synprobe.engines.raw.options import RawOptions
 from synprobe.engines.raw.templates import load_template
-from synprobe.engines.raw.via import Lane, ViaPaths, ViaRoute, lane_of, unresolved_reason
 from synprobe.errors import EngineUnavailable, UsageError
-from synprobe.kernel.frames import FrameSender
 from synprobe.kernel.mmsg import TRANSIENT_ERRNOS
-from synprobe.kernel.neighbours import L2Resolver, NeighbourUnresolved
 from synprobe.kernel.packetio import PacketIO
 from synprobe.kernel.routing import SourceRouter
 from synprobe.kernel.sockets import SocketFactory
@@ -70,9 +67,13 @@ from synprobe.model import ProbeResult, State, Target, classify_errno, new_resul
 from synprobe.pacing import Pacer
 from synprobe.sources import ABORT, NO_NEW, always_go
 from synprobe.wire.cookie import CookieKey
-from synprobe.wire.describe import describe, dry_run_json
 from synprobe.wire.replies import Invalid, check_cookie, read_reply
 from synprobe.wire.syn import PacketTemplate
+
+if TYPE_CHECKING:  # checks through real servers and dry runs import their modules when used
+    from synprobe.engines.raw.via import Lane, ViaPaths, ViaRoute
+    from synprobe.kernel.frames import FrameSender
+    from synprobe.kernel.neighbours import L2Resolver
 
 STATS = ("sent", "send_errors", "replies", "invalid", "duplicates", "kernel_drops",
          "self_rsts", "rsts_suppressed", "retries")
@@ -121,9 +122,10 @@ Deadline = list[Any]
 
 
 Key = tuple[bytes, int, bytes]  # (packed address, port, packed real server or b"")
-# A RST to send for a SYN-ACK: (local, remote, our port, its port, the SYN-ACK's ack, the
-# ViaRoute it came through or None)
-Rst = tuple[bytes, bytes, int, int, int | None, ViaRoute | None]
+if TYPE_CHECKING:
+    # A RST to send for a SYN-ACK: (local, remote, our port, its port, the SYN-ACK's ack, the
+    # ViaRoute it came through or None)
+    Rst = tuple[bytes, bytes, int, int, int | None, ViaRoute | None]
 
 
 def _drop_unsent(queue: deque[Probe], table: dict[Key, Probe]) -> None:
@@ -190,15 +192,23 @@ class RawEngine:
         # Each SYN earns one SYN-ACK; twice the SYN rate leaves room for retransmitted ones,
         # and the burst lets every probe in flight be answered at once.
         self._rst_bucket = Pacer(rate, max(64, options.concurrency), clock, full=True)
-        self._via = ViaPaths(self.settings.via_mode, options.source, self._mark,
-                             lambda v6, dst: self._router.lookup(v6, dst, self._clock()),
-                             resolver)
+        self._resolver = resolver
         # The real servers each (VIP, port) was checked through, then b"": the salts a reply
         # may carry (kept after the checks end, so late answers are still recognised and
         # reset). Empty while no check names a real server: replies then match unsalted only.
         self._salts: dict[tuple[bytes, int], list[bytes]] = {}
         self._frames: FrameSender | None = None
         self._io: PacketIO | None = None  # opened early by preflight(), else by run()
+
+    @functools.cached_property
+    def _via(self) -> ViaPaths:
+        """The ways to real servers, made on the first check through one: their modules
+        (neighbour discovery, tunnels, frames) are ~2 ms of start-up a run without one skips."""
+        from synprobe.engines.raw.via import ViaPaths
+
+        return ViaPaths(self.settings.via_mode, self.options.source, self._mark,
+                        lambda v6, dst: self._router.lookup(v6, dst, self._clock()),
+                        self._resolver)
 
     def stats(self) -> dict[str, int]:
         return {k: v for k, v in self._counters.items() if k in STATS or self._salts}
@@ -215,6 +225,9 @@ class RawEngine:
         """The SYN a check of `target` would send, tcpdump-style (for --dry-run) or as a JSON
         object (--dry-run --json). Opens no raw socket: the source comes from --source or a
         route lookup, which sends nothing."""
+        from synprobe.kernel.neighbours import NeighbourUnresolved
+        from synprobe.wire.describe import describe, dry_run_json
+
         o = self.options
         plan = functools.partial(dry_run_json, self.name, target, timeout=o.timeout,
                                  attempts=o.retries + 1)
@@ -279,6 +292,8 @@ class RawEngine:
         with os_errors(self.name):
             if self._io is None:
                 self._io = self._open_io()
+            if vias:
+                from synprobe.kernel.neighbours import NeighbourUnresolved
             for via in vias:
                 for v6 in families:
                     try:
@@ -369,6 +384,9 @@ class RawEngine:
                    queue: deque[Probe], done: list[ProbeResult]) -> None:
         """A check of `target` through real server `target.via` (see via.py). A via that
         cannot work (not on-link in l2 mode, wrong family) is an error result for the check."""
+        from synprobe.engines.raw.via import lane_of, unresolved_reason
+        from synprobe.kernel.neighbours import NeighbourUnresolved
+
         assert target.via is not None
         try:
             route = self._via.route(target.via, v6)
@@ -473,6 +491,8 @@ class RawEngine:
         if kind == "ip":
             return io.send(bool(where), batch)
         if self._frames is None:
+            from synprobe.kernel.frames import FrameSender
+
             self._frames = FrameSender(self._socket)
         try:  # the packet socket of an interface is opened on its first frame
             return self._frames.send(str(where), [packet for packet, _ in batch])
@@ -588,7 +608,12 @@ class RawEngine:
         for local, remote, sport, port, ack, route in rsts:
             v6 = len(remote) == 16
             rst = self._template(local, v6, True).build(remote, sport, port, ack or 0)
-            lane, out = lane_of(route, v6, remote)
+            if route is None:
+                lane, out = _PLAIN_LANES[v6], remote
+            else:  # a check through a real server: its module is loaded already
+                from synprobe.engines.raw.via import lane_of
+
+                lane, out = lane_of(route, v6, remote)
             lanes.setdefault(lane, []).append((rst if route is None else route.wrap(rst), out))
         for lane, batch in lanes.items():
             failed = len(self._emit(io, lane, batch))
