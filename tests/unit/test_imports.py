@@ -67,6 +67,8 @@ from synprobe.registry import create_engine
 args = build_parser().parse_args(["--engine", "raw", "--json", "-p", "80", "198.18.0.0/24"])
 config = build_config(args, auto_workers)
 create_engine("raw", config.shares()[0].options)
+from synprobe.wire.packets import syn_packet
+syn_packet("198.18.0.1")  # what every run checks its cached template against
 print(",".join(m for m in sys.argv[1:] if m in sys.modules))
 """
 # What a raw CLI run without --via, --csv or a dry run never needs, each a millisecond or more
@@ -79,6 +81,7 @@ NOT_AT_START = ("shutil", "hashlib", "_hashlib", "secrets", "hmac", "traceback",
 
 
 def test_a_raw_cli_start_loads_only_what_the_run_needs() -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # this tree
     out = subprocess.run([sys.executable, "-c", RAW_CLI_CHECK, *NOT_AT_START],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == ""
