@@ -11,15 +11,17 @@ means and how the runs are made fair. Needs root; touches only the namespaces it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -61,10 +63,35 @@ def settle_syn_recv(lab: Lab) -> tuple[int, float]:
         time.sleep(0.05)
 
 
+# A CPU hog for --busy-cpu: spins on one CPU until it is ended (by PID) or its time is up.
+HOG = """import os, sys, time
+os.sched_setaffinity(0, {int(sys.argv[1])})
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    pass
+"""
+
+
+@contextlib.contextmanager
+def busy(cpu: int | None, seconds: float) -> Iterator[None]:
+    """While the block runs, keep `cpu` busy with a spinning process (None: do nothing)."""
+    if cpu is None:
+        yield
+        return
+    hog = subprocess.Popen([sys.executable, "-c", HOG, str(cpu), str(seconds)])
+    try:
+        yield
+    finally:
+        hog.kill()  # ours, by PID
+        hog.wait()
+
+
 def run_row(spec: rows.RowSpec, net: str, ports: tuple[int, ...], tmp: Path, env: dict[str, str],
-            timeout: float, prepare: Callable[[Lab], None] | None = None) -> dict[str, Any]:
+            timeout: float, prepare: Callable[[Lab], None] | None = None,
+            busy_cpu: int | None = None) -> dict[str, Any]:
     """One run of one row in a lab of its own; the lab (and its TIME_WAITs) goes afterwards.
-    `prepare` shapes the fresh lab before the run (bench/silent.py adds its drop rule there)."""
+    `prepare` shapes the fresh lab before the run (bench/silent.py adds its drop rule there);
+    `busy_cpu` is a CPU kept busy by a hog while the row runs (`busy()`)."""
     result: dict[str, Any] = {"ok": False, "error": None}
     try:
         with Lab(open_ports=ports) as lab:
@@ -78,8 +105,9 @@ def run_row(spec: rows.RowSpec, net: str, ports: tuple[int, ...], tmp: Path, env
             ctx.extra.unlink(missing_ok=True)
             before = lab.accept_count()
             listener_cpu = process_cpu_s(lab.listener_pid)
-            m = run_measured(lab, "client", spec.argv(ctx), stdout_path=ctx.out,
-                             timeout=timeout, env=env)
+            with busy(busy_cpu, timeout + 1.0):
+                m = run_measured(lab, "client", spec.argv(ctx), stdout_path=ctx.out,
+                                 timeout=timeout, env=env)
             listener_cpu = process_cpu_s(lab.listener_pid) - listener_cpu
             result.update(returncode=m.returncode, wall_s=m.wall_s, maxrss_mb=m.maxrss_mb,
                           maxrss_single_mb=m.maxrss_single_mb, tree_peak_mb=m.tree_peak_mb,
@@ -118,7 +146,8 @@ def run_row(spec: rows.RowSpec, net: str, ports: tuple[int, ...], tmp: Path, env
 def run_family(specs: list[rows.RowSpec], net: str, ports: tuple[int, ...], runs: int,
                tmp: Path, env: dict[str, str], timeout: float | None, label: str, *,
                fixed_timeout: float | None = None,
-               prepare: Callable[[Lab], None] | None = None) -> list[dict[str, Any]]:
+               prepare: Callable[[Lab], None] | None = None,
+               busy_cpu: int | None = None) -> list[dict[str, Any]]:
     """`runs` rounds over every row (interleaved, so drift hits all rows alike); medians.
     `fixed_timeout` replaces the per-row timeout derived from the target count; `prepare`
     shapes each fresh lab (bench/silent.py's drop rule)."""
@@ -130,7 +159,7 @@ def run_family(specs: list[rows.RowSpec], net: str, ports: tuple[int, ...], runs
         for spec in specs:
             if skipped[spec.key]:
                 continue
-            r = run_row(spec, net, ports, tmp, env, limit, prepare)
+            r = run_row(spec, net, ports, tmp, env, limit, prepare, busy_cpu)
             per_row[spec.key].append(r)
             status = (f"{r['wall_s']:.2f} s, {r['rate']:,.0f}/s, {r.get('opens', '-')} open, "
                       f"{r['maxrss_mb']:.0f} MB" if r["ok"] else f"FAILED: {r['error']}")
@@ -184,7 +213,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--row-timeout", type=float, default=None,
                    help="seconds before a run is killed (default 20 + targets/4000)")
     p.add_argument("--json-out", metavar="FILE", help="also write everything as JSON")
+    p.add_argument("--busy-cpu", type=int, default=None, metavar="N",
+                   help="keep CPU N busy with a spinning process (started and ended by this "
+                   "script) while each row runs: a host whose core other work has taken")
     args = p.parse_args(argv)
+    if args.busy_cpu is not None and args.busy_cpu not in os.sched_getaffinity(0):
+        p.error(f"--busy-cpu {args.busy_cpu}: not a CPU this process may use")
     if args.targets < 256 or args.targets > 65536 or args.targets & (args.targets - 1):
         p.error("--targets must be a power of 2 between 256 and 65536")
     unknown = set(args.rows.split(",")) - set(rows.ROW_KEYS)
@@ -225,9 +259,11 @@ def main(argv: list[str] | None = None) -> int:
         "tools": {t: shutil.which(t) for t in ("zmap", "nmap")},
         "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
         "background_cores_busy": round(load, 3),
+        "busy_cpu": args.busy_cpu,
     }}
     try:
-        table = run_family(specs, net, (80,), args.runs, tmp, env, args.row_timeout, "main")
+        table = run_family(specs, net, (80,), args.runs, tmp, env, args.row_timeout, "main",
+                           busy_cpu=args.busy_cpu)
         data["rows"] = table
         data["ratios"] = report.ratios(table)
         scale = None
@@ -251,8 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if load > 0.1:
         print(f"WARNING: {load:.2f} cores were busy with other work before the run started")
+    busy_note = "" if args.busy_cpu is None else f"; CPU {args.busy_cpu} kept busy by a hog"
     print(report.format_table(table, f"== {net} port 80: {args.runs} run(s) per row, medians; "
-                                     f"fresh lab per run =="))
+                                     f"fresh lab per run{busy_note} =="))
     print()
     print(report.format_ratios(table, data["ratios"]))
     if args.scale:

@@ -1,9 +1,12 @@
-"""Spread one CLI run over several processes, one per core: each probes a disjoint shard.
+"""Spread one CLI run over several processes, one per core, that share its targets out as they go.
 
 One Python thread tops out near 26,000 half-open checks per second here (the GIL, not the
 kernel, is the limit), so a large run forks once per extra core; each child runs its share of
-the run config (its slice of the same seeded permutation, inherited through the fork, never
-re-parsed), and the parent probes the first slice itself. Forked, not spawned: a child starts
+the run config (inherited through the fork, never re-parsed), and the parent probes too. All of
+them walk the same seeded permutation, taking its positions a span at a time from one
+`SharedSpans`: a worker slowed down (a core busy with other work) takes fewer. With a CPU hog on
+one of 2 cores, 65,536 all-open targets took 0.86 s against 1.18 s with fixed halves (median
+of 5 each, alternating). Forked, not spawned: a child starts
 probing at once instead of ~0.1 s later (a fresh interpreter and its imports), which on a
 65,536-target run left the parent idle at the end. The fork happens before the parent starts
 any thread. Workers write result lines straight to the shared stdout in whole-line chunks (see
@@ -29,12 +32,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterator
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -145,6 +150,60 @@ class Workers:
                 pass
             os.close(read_end)
         self._children.clear()
+
+
+class SharedSpans:
+    """A run's positions (of its shard of the permutation) in consecutive spans, each handed
+    out once to whichever of the run's processes asks next: a worker that runs faster takes
+    more of them, and the workers finish together.
+
+    Before, each worker had a fixed half: on 2 cores, 65,536 all-open targets, one worker (most
+    often the parent) finished 8-31 ms after the other while that one's core sat idle.
+
+    The span numbers are 4-byte records in a pipe, all written before the fork and its write
+    end closed. Every process reads from the one pipe, and a pipe is read under its lock: each
+    4-byte read takes a record no other process gets, and end of file means every span is
+    taken. (A memfd's shared offset would not do: it is not moved under a lock.) A process that
+    dies takes nothing with it but the span it was walking. A span is at least MIN_SPAN
+    positions (a read and a pow() per span), and there are only as many spans as the pipe
+    holds records (16,384 in its default 64 KiB), so the last span is a few milliseconds of work
+    on runs of up to 4 million targets, and larger runs have longer spans.
+    """
+
+    MIN_SPAN = 256
+    _RECORD = array("I").itemsize  # 4
+
+    def __init__(self, positions: int) -> None:
+        self.positions = positions
+        self._fd, write_end = os.pipe2(os.O_CLOEXEC)
+        try:
+            room = fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ) // self._RECORD
+            self.length = max(self.MIN_SPAN, -(-positions // room))
+            self.count = -(-positions // self.length)
+            records = array("I", range(self.count)).tobytes()
+            # It fits the empty pipe, so it is written whole without blocking.
+            if os.write(write_end, records) != len(records):
+                raise OSError("the span pipe took less than it holds")
+        except BaseException:
+            os.close(self._fd)
+            raise
+        finally:
+            os.close(write_end)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        """(begin, end) position spans, until every span has been taken (by anyone)."""
+        size = self._RECORD
+        while True:
+            record = os.read(self._fd, size)
+            if len(record) < size:
+                return
+            begin = int.from_bytes(record, sys.byteorder) * self.length
+            yield begin, min(begin + self.length, self.positions)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def die_with_parent(libc: ctypes.CDLL, parent: int) -> None:
