@@ -704,6 +704,9 @@ class RawRun:
                 # more wakeup: HAProxy too tries its I/O before polling for it. Nothing queued
                 # costs one recvmmsg(2) returning EAGAIN.
                 engine._receive(io, table, done)
+        # Before any return below: a run whose targets all answer returns early every turn,
+        # and kept every sent batch (its probes, their targets) until its deadline or the end.
+        _drop_settled(deadlines)
         if self.exhausted and not table:
             return done, None
         if more and len(table) < opts.concurrency and len(queue) < SEND_BURST:
@@ -713,7 +716,6 @@ class RawRun:
             # the driver, and only the source knows whether it is done (an iterable ends with
             # a short batch, then None): ask it again rather than sleep on it.
             return done, 0.0
-        _drop_settled(deadlines)
         return done, self.pacer.poll_wait(deadlines[0][0] if deadlines else None, clock(),
                                           bool(queue))
 
