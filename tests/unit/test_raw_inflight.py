@@ -154,3 +154,27 @@ def test_a_retry_wave_goes_out_in_bursts() -> None:
     finally:
         net.close()
     assert len(results) == n and net.sends == 2 * n and net.firsts_before_retry == n
+
+
+def test_answered_batches_are_forgotten_as_the_run_goes() -> None:
+    """Every target answers within the turn that sent it, so each turn goes straight on to the
+    next burst. What the run keeps for deadlines must still drop the answered batches turn by
+    turn: it once kept every batch sent (and the records of a whole sweep) to the run's end."""
+    n = 6 * SEND_BURST
+    net = FakeNet()
+    eng = engine(io_factory=net, concurrency=n)
+    run = eng.open_run(IterSource(Target(f"127.0.{i >> 8}.{i & 255}", 80) for i in range(n)))
+    kept, results, turns = [], 0, 0
+    try:
+        wait: float | None = 0.0
+        while wait is not None and turns < 10 * n:  # bounded: a hang fails, not loops
+            done, wait = run.turn(True)
+            results += len(done)
+            turns += 1
+            kept.append(sum(len(entry[2]) for entry in run.deadlines))
+    finally:
+        run.close()
+        eng.close()
+        net.close()
+    assert results == n and all(r.state is State.OPEN for r in done) and wait is None
+    assert len(kept) >= 6 and max(kept) == 0  # each batch answered, and forgotten, in its turn
