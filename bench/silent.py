@@ -183,7 +183,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=3, help="runs per row, medians (default 3)")
     p.add_argument("--silent", default="0,50,94,99",
-                   help=f"comma-separated workloads, % silent, of {sorted(MASKS)}")
+                   help=f"comma-separated workloads, %% silent, of {sorted(MASKS)}")
     p.add_argument("--rows", default=",".join(DEFAULT_ROWS),
                    help=f"comma-separated subset of: {','.join(ROW_KEYS)}")
     p.add_argument("--scale", action="store_true",
