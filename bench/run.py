@@ -63,35 +63,43 @@ def settle_syn_recv(lab: Lab) -> tuple[int, float]:
         time.sleep(0.05)
 
 
-# A CPU hog for --busy-cpu: spins on one CPU until it is ended (by PID) or its time is up.
+# A CPU hog for --busy-cpu: says when it spins on its CPU, then spins until it is ended (by
+# PID) or its time is up.
 HOG = """import os, sys, time
 os.sched_setaffinity(0, {int(sys.argv[1])})
 end = time.monotonic() + float(sys.argv[2])
+print("spinning", flush=True)
 while time.monotonic() < end:
     pass
 """
+HOG_MAX_S = 3600.0  # a bench run that outlives this measures the rest unhogged (and says so)
 
 
 @contextlib.contextmanager
-def busy(cpu: int | None, seconds: float) -> Iterator[None]:
+def busy(cpu: int | None) -> Iterator[None]:
     """While the block runs, keep `cpu` busy with a spinning process (None: do nothing)."""
     if cpu is None:
         yield
         return
-    hog = subprocess.Popen([sys.executable, "-c", HOG, str(cpu), str(seconds)])
+    hog = subprocess.Popen([sys.executable, "-c", HOG, str(cpu), str(HOG_MAX_S)],
+                           stdout=subprocess.PIPE, text=True)
     try:
+        assert hog.stdout is not None
+        if hog.stdout.readline().strip() != "spinning":
+            raise RuntimeError("the --busy-cpu hog did not start")
         yield
+        if hog.poll() is not None:
+            print(f"bench/run.py: warning: the hog's {HOG_MAX_S:.0f} s ran out before the end",
+                  file=sys.stderr)
     finally:
         hog.kill()  # ours, by PID
         hog.wait()
 
 
 def run_row(spec: rows.RowSpec, net: str, ports: tuple[int, ...], tmp: Path, env: dict[str, str],
-            timeout: float, prepare: Callable[[Lab], None] | None = None,
-            busy_cpu: int | None = None) -> dict[str, Any]:
+            timeout: float, prepare: Callable[[Lab], None] | None = None) -> dict[str, Any]:
     """One run of one row in a lab of its own; the lab (and its TIME_WAITs) goes afterwards.
-    `prepare` shapes the fresh lab before the run (bench/silent.py adds its drop rule there);
-    `busy_cpu` is a CPU kept busy by a hog while the row runs (`busy()`)."""
+    `prepare` shapes the fresh lab before the run (bench/silent.py adds its drop rule there)."""
     result: dict[str, Any] = {"ok": False, "error": None}
     try:
         with Lab(open_ports=ports) as lab:
@@ -105,9 +113,8 @@ def run_row(spec: rows.RowSpec, net: str, ports: tuple[int, ...], tmp: Path, env
             ctx.extra.unlink(missing_ok=True)
             before = lab.accept_count()
             listener_cpu = process_cpu_s(lab.listener_pid)
-            with busy(busy_cpu, timeout + 1.0):
-                m = run_measured(lab, "client", spec.argv(ctx), stdout_path=ctx.out,
-                                 timeout=timeout, env=env)
+            m = run_measured(lab, "client", spec.argv(ctx), stdout_path=ctx.out,
+                             timeout=timeout, env=env)
             listener_cpu = process_cpu_s(lab.listener_pid) - listener_cpu
             result.update(returncode=m.returncode, wall_s=m.wall_s, maxrss_mb=m.maxrss_mb,
                           maxrss_single_mb=m.maxrss_single_mb, tree_peak_mb=m.tree_peak_mb,
@@ -146,8 +153,7 @@ def run_row(spec: rows.RowSpec, net: str, ports: tuple[int, ...], tmp: Path, env
 def run_family(specs: list[rows.RowSpec], net: str, ports: tuple[int, ...], runs: int,
                tmp: Path, env: dict[str, str], timeout: float | None, label: str, *,
                fixed_timeout: float | None = None,
-               prepare: Callable[[Lab], None] | None = None,
-               busy_cpu: int | None = None) -> list[dict[str, Any]]:
+               prepare: Callable[[Lab], None] | None = None) -> list[dict[str, Any]]:
     """`runs` rounds over every row (interleaved, so drift hits all rows alike); medians.
     `fixed_timeout` replaces the per-row timeout derived from the target count; `prepare`
     shapes each fresh lab (bench/silent.py's drop rule)."""
@@ -159,7 +165,7 @@ def run_family(specs: list[rows.RowSpec], net: str, ports: tuple[int, ...], runs
         for spec in specs:
             if skipped[spec.key]:
                 continue
-            r = run_row(spec, net, ports, tmp, env, limit, prepare, busy_cpu)
+            r = run_row(spec, net, ports, tmp, env, limit, prepare)
             per_row[spec.key].append(r)
             status = (f"{r['wall_s']:.2f} s, {r['rate']:,.0f}/s, {r.get('opens', '-')} open, "
                       f"{r['maxrss_mb']:.0f} MB" if r["ok"] else f"FAILED: {r['error']}")
@@ -215,7 +221,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json-out", metavar="FILE", help="also write everything as JSON")
     p.add_argument("--busy-cpu", type=int, default=None, metavar="N",
                    help="keep CPU N busy with a spinning process (started and ended by this "
-                   "script) while each row runs: a host whose core other work has taken")
+                   "script) for the whole benchmark: a host whose core other work has taken")
     args = p.parse_args(argv)
     if args.busy_cpu is not None and args.busy_cpu not in os.sched_getaffinity(0):
         p.error(f"--busy-cpu {args.busy_cpu}: not a CPU this process may use")
@@ -262,19 +268,21 @@ def main(argv: list[str] | None = None) -> int:
         "busy_cpu": args.busy_cpu,
     }}
     try:
-        table = run_family(specs, net, (80,), args.runs, tmp, env, args.row_timeout, "main",
-                           busy_cpu=args.busy_cpu)
-        data["rows"] = table
-        data["ratios"] = report.ratios(table)
-        scale = None
-        if args.scale:
-            scale_specs = [s for s in specs if s.family == "synprobe" and s.key.endswith("-cli")]
-            data["scale_rows"] = run_family(scale_specs, net, rows.SCALE_PORTS, args.scale_runs,
-                                            tmp, env, args.row_timeout, "scale")
-            scale = data["scale"] = report.scale_comparison(table, data["scale_rows"])
-        startup = None
-        if not args.no_startup:
-            startup = data["startup"] = run_startup(args.startup_reps, tmp, env)
+        with busy(args.busy_cpu):  # every row, scale and start-up ones too
+            table = run_family(specs, net, (80,), args.runs, tmp, env, args.row_timeout, "main")
+            data["rows"] = table
+            data["ratios"] = report.ratios(table)
+            scale = None
+            if args.scale:
+                scale_specs = [s for s in specs
+                               if s.family == "synprobe" and s.key.endswith("-cli")]
+                data["scale_rows"] = run_family(scale_specs, net, rows.SCALE_PORTS,
+                                                args.scale_runs, tmp, env, args.row_timeout,
+                                                "scale")
+                scale = data["scale"] = report.scale_comparison(table, data["scale_rows"])
+            startup = None
+            if not args.no_startup:
+                startup = data["startup"] = run_startup(args.startup_reps, tmp, env)
     except KeyboardInterrupt:
         print("bench/run.py: interrupted (labs torn down)", file=sys.stderr)
         return 130
@@ -295,13 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale:
         ports = ",".join(map(str, rows.SCALE_PORTS))
         print()
-        print(report.format_table(data["scale_rows"], f"== scale: {net} x ports {ports} =="))
+        print(report.format_table(data["scale_rows"],
+                                  f"== scale: {net} x ports {ports}{busy_note} =="))
         print(report.format_scale(scale or []))
     if startup:
         print()
         print(report.format_startup(startup))
     print()
-    print("issue 4 goals:")
+    print(f"issue 4 goals{f' ({busy_note[2:]})' if busy_note else ''}:")
     print("\n".join(f"  {line}" for line in data["goals"]))
     print(f"\n(bench took {data['meta']['elapsed_s']} s)")
     if args.json_out:

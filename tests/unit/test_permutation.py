@@ -195,6 +195,8 @@ def test_spans_past_the_end_are_empty() -> None:
     assert list(iter_permutation(100, 4, 1, 3, [(positions, positions + 50)])) == []
     assert list(iter_permutation(100, 4, 1, 3, [(0, 10**9)])) == list(
         iter_permutation(100, 4, 1, 3))
+    with pytest.raises(UsageError, match="needs a seed"):  # processes must walk one order
+        iter_permutation(100, None, spans=[(0, 10)])
 
 
 @pytest.mark.parametrize(

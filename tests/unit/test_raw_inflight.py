@@ -164,17 +164,18 @@ def test_answered_batches_are_forgotten_as_the_run_goes() -> None:
     net = FakeNet()
     eng = engine(io_factory=net, concurrency=n)
     run = eng.open_run(IterSource(Target(f"127.0.{i >> 8}.{i & 255}", 80) for i in range(n)))
-    kept, results, turns = [], 0, 0
+    kept, results, turns = [], [], 0
     try:
         wait: float | None = 0.0
         while wait is not None and turns < 10 * n:  # bounded: a hang fails, not loops
             done, wait = run.turn(True)
-            results += len(done)
+            results += done
             turns += 1
             kept.append(sum(len(entry[2]) for entry in run.deadlines))
     finally:
         run.close()
         eng.close()
         net.close()
-    assert results == n and all(r.state is State.OPEN for r in done) and wait is None
+    assert len(results) == n and wait is None
+    assert {r.state for r in results} == {State.OPEN}
     assert len(kept) >= 6 and max(kept) == 0  # each batch answered, and forgotten, in its turn

@@ -33,20 +33,21 @@ def test_shares_partition_the_callers_part() -> None:
         # Together the shares probe the caller's part exactly once, however they interleave:
         # here they take targets in turns of different sizes, as workers of uneven speed do.
         whole = [(t.host, t.port) for t in config.targets()]  # type: ignore[attr-defined]
-        iters = [s.targets() for s in shares]
-        parts: list[list[tuple[str, int]]] = [[], [], []]
+        iters = {j: s.targets() for j, s in enumerate(shares)}
+        parts: dict[int, list[tuple[str, int]]] = {j: [] for j in iters}
         turn = 0
         while iters:
-            j = turn % len(iters)
+            j = sorted(iters)[turn % len(iters)]
             batch = [(t.host, t.port) for t in islice(iters[j], 100 + 300 * j)]
             if not batch:
                 del iters[j]
-            parts[j if len(iters) == 3 else 0].extend(batch)
+            parts[j].extend(batch)
             turn += 1
-        probed = [t for part in parts for t in part]
+        probed = [t for part in parts.values() for t in part]
         assert len(probed) == len(set(probed)) == len(whole) == 32768
         assert set(probed) == set(whole)
-        assert sorted(map(len, parts))[0] > 0  # each took some
+        assert min(map(len, parts.values())) > 0  # each took some
+        assert len(parts[2]) > len(parts[0])  # the one taking more each turn ended with more
     finally:
         shares[0].spans.close()
 
@@ -70,7 +71,7 @@ def _take_spans(spans: SharedSpans, worker: int, fd: int) -> int:
 
 
 def test_forked_workers_take_each_span_once() -> None:
-    spans = SharedSpans(200_000)
+    spans = SharedSpans(200_000, 3)
     try:
         assert (spans.length, spans.count) == (256, 782)
         run = Workers(3)
@@ -84,8 +85,28 @@ def test_forked_workers_take_each_span_once() -> None:
     assert sorted(every) == [[b, min(b + 256, 200_000)] for b in range(0, 200_000, 256)]
 
 
+@pytest.mark.parametrize(("positions", "processes", "length"), [
+    (512, 4, 16),  # a small run: spans short enough that each process gets several
+    (100, 2, 7),
+    (3, 4, 1),
+    (65_537, 2, 256),  # a /16: the usual span
+])
+def test_small_runs_still_share_out_spans(positions: int, processes: int, length: int) -> None:
+    spans = SharedSpans(positions, processes)
+    try:
+        assert spans.length == length
+        taken = list(spans)
+    finally:
+        spans.close()
+    assert taken == [(b, min(b + length, positions)) for b in range(0, positions, length)]
+    if positions >= SharedSpans.SPANS_EACH * processes:
+        assert len(taken) / processes >= SharedSpans.SPANS_EACH - 1  # several each
+    else:
+        assert len(taken) == positions  # a position a span
+
+
 def test_spans_fit_the_pipe_on_huge_runs() -> None:
-    spans = SharedSpans(2**32)
+    spans = SharedSpans(2**32, 2)
     try:
         room = fcntl.fcntl(spans._fd, fcntl.F_GETPIPE_SZ) // 4
         assert spans.count <= room and spans.length * spans.count >= 2**32

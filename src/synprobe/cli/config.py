@@ -47,7 +47,7 @@ class RunConfig:
     space: TargetSpace
     vias: tuple[str, ...]
     seed: int | None
-    shard: tuple[int, int]  # (index, count) of the permutation this process probes
+    shard: tuple[int, int]  # (index, count): the run's part of the permutation (--shard)
     total: int  # checks of the whole run (every worker's), for the tally
     deadline: float | None  # time.monotonic() after which no check starts (--max-time)
     max_time: float | None
@@ -78,10 +78,10 @@ class RunConfig:
             return [self]
         # One permutation for every worker: the user's --seed, else 62 random bits.
         seed = self.seed if self.seed is not None else int.from_bytes(os.urandom(8)) >> 2
-        spans = SharedSpans(shard_positions(len(self.space), *self.shard))
         rate = self.options.rate / count if self.options.rate else None
         own = self.options.engine_options
-        parts = own.split(count) if hasattr(own, "split") else [own] * count
+        parts = own.split(count) if hasattr(own, "split") else [own] * count  # may refuse
+        spans = SharedSpans(shard_positions(len(self.space), *self.shard), count)  # last
         return [dataclasses.replace(
             self, seed=seed, spans=spans, worker=j,
             options=dataclasses.replace(self.options, rate=rate, engine_options=parts[j]))
@@ -137,9 +137,10 @@ def build_config(args: argparse.Namespace, auto_workers: Any) -> RunConfig:
                          "with -iL - (stdin) or host names (resolved per process); give "
                          "addresses or a file")
     processes = count if count > 1 and rereadable and not args.dry_run else 1
-    # Sized per process, by the checks each will make (a one-target run needs one socket).
+    # Sized per process, at most by the run's checks (a one-target run needs one socket): the
+    # workers take the targets as they go, so any one of them may make most of the checks.
     concurrency = cli_concurrency(
-        args.concurrency, engine=args.engine, workers=processes, checks=-(-total // processes),
+        args.concurrency, engine=args.engine, workers=processes, checks=total,
         rate=args.rate or None, timeout=args.timeout, attempts=max(1, args.retries + 1))
     options = make_options(args.engine, timeout=args.timeout, retries=args.retries,
                            concurrency=concurrency, rate=args.rate or None, mark=own.pop("mark"),

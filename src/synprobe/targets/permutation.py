@@ -89,7 +89,7 @@ def iter_permutation(
     and the shards would overlap. Errors are raised here, not at the first `next()`.
     """
     _check_shard(shard, shards)
-    if shards > 1 and seed is None:
+    if (shards > 1 or spans is not None) and seed is None:
         raise UsageError("sharding needs a seed: give every shard the same --seed")
     if n < 0:
         raise ValueError(f"n must be >= 0, not {n}")

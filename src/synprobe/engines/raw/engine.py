@@ -73,7 +73,18 @@ from synprobe.wire.syn import PacketTemplate
 if TYPE_CHECKING:  # checks through real servers and dry runs import their modules when used
     from synprobe.engines.raw.via import Lane, ViaPaths, ViaRoute
     from synprobe.kernel.frames import FrameSender
-    from synprobe.kernel.neighbours import L2Resolver
+    from synprobe.kernel.neighbours import L2Resolver, NeighbourUnresolved
+
+
+@functools.cache
+def _via_api() -> tuple[Callable[..., tuple[Lane, bytes]], Callable[..., str],
+                        type[NeighbourUnresolved]]:
+    """lane_of, unresolved_reason and NeighbourUnresolved: checks through real servers import
+    their modules (neighbour discovery, tunnels) here, once, on first use."""
+    from synprobe.engines.raw.via import lane_of, unresolved_reason
+    from synprobe.kernel.neighbours import NeighbourUnresolved
+
+    return lane_of, unresolved_reason, NeighbourUnresolved
 
 STATS = ("sent", "send_errors", "replies", "invalid", "duplicates", "kernel_drops",
          "self_rsts", "rsts_suppressed", "retries")
@@ -225,8 +236,7 @@ class RawEngine:
         """The SYN a check of `target` would send, tcpdump-style (for --dry-run) or as a JSON
         object (--dry-run --json). Opens no raw socket: the source comes from --source or a
         route lookup, which sends nothing."""
-        from synprobe.kernel.neighbours import NeighbourUnresolved
-        from synprobe.wire.describe import describe, dry_run_json
+        from synprobe.wire.describe import describe, dry_run_json  # here: dry runs only
 
         o = self.options
         plan = functools.partial(dry_run_json, self.name, target, timeout=o.timeout,
@@ -234,9 +244,10 @@ class RawEngine:
         v6 = ":" in target.host
         dst = socket.inet_pton(socket.AF_INET6 if v6 else socket.AF_INET, target.host)
         if target.via is not None:
+            unresolved = _via_api()[2]
             try:
                 route = self._via.route(target.via, v6, ask=False)
-            except NeighbourUnresolved as exc:
+            except unresolved as exc:
                 if as_json:
                     return plan(path=f"{exc}; a run would ask by {exc.how}")
                 return f"{target}: {exc}; a run would ask by {exc.how}"
@@ -293,12 +304,12 @@ class RawEngine:
             if self._io is None:
                 self._io = self._open_io()
             if vias:
-                from synprobe.kernel.neighbours import NeighbourUnresolved
+                unresolved = _via_api()[2]
             for via in vias:
                 for v6 in families:
                     try:
                         self._via.route(via, v6, ask=False)
-                    except NeighbourUnresolved:
+                    except unresolved:
                         pass  # asked for during the run; a silent real server is a result
                     except PermissionError as exc:
                         raise self._unavailable(exc) from None
@@ -384,13 +395,11 @@ class RawEngine:
                    queue: deque[Probe], done: list[ProbeResult]) -> None:
         """A check of `target` through real server `target.via` (see via.py). A via that
         cannot work (not on-link in l2 mode, wrong family) is an error result for the check."""
-        from synprobe.engines.raw.via import lane_of, unresolved_reason
-        from synprobe.kernel.neighbours import NeighbourUnresolved
-
+        lane_of, unresolved_reason, unresolved = _via_api()
         assert target.via is not None
         try:
             route = self._via.route(target.via, v6)
-        except NeighbourUnresolved as exc:  # the real server is down or not on that link
+        except unresolved as exc:  # the real server is down or not on that link
             done.append(ProbeResult(target.host, target.port, State.UNREACHABLE,
                                     unresolved_reason(exc), None, 1, self.name,
                                     self.options.source, target.via))
@@ -610,10 +619,8 @@ class RawEngine:
             rst = self._template(local, v6, True).build(remote, sport, port, ack or 0)
             if route is None:
                 lane, out = _PLAIN_LANES[v6], remote
-            else:  # a check through a real server: its module is loaded already
-                from synprobe.engines.raw.via import lane_of
-
-                lane, out = lane_of(route, v6, remote)
+            else:  # a check through a real server
+                lane, out = _via_api()[0](route, v6, remote)
             lanes.setdefault(lane, []).append((rst if route is None else route.wrap(rst), out))
         for lane, batch in lanes.items():
             failed = len(self._emit(io, lane, batch))
