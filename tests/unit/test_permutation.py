@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from synprobe.errors import UsageError
-from synprobe.targets.permutation import Cycle, iter_permutation, parse_shard, shard_positions
+from synprobe.targets.permutation import Cycle, iter_permutation, parse_shard
 from synprobe.targets.primes import PRIMES, group_for
 
 
@@ -165,38 +165,6 @@ def test_shard_i_takes_the_positions_i_mod_shards_of_the_one_cycle() -> None:
     for shard in range(shards):
         expected = [i for pos, i in enumerate(full) if pos % shards == shard and i < n]
         assert list(cycle.walk(shard, shards)) == expected
-
-
-@given(
-    n=st.integers(0, 3000),
-    shards=st.integers(1, 5),
-    cuts=st.lists(st.integers(0, 3100), max_size=8),
-    order=st.randoms(use_true_random=False),
-)
-@settings(max_examples=150, deadline=None)
-def test_spans_of_a_shard_walk_exactly_its_positions(n: int, shards: int, cuts: list[int],
-                                                     order: object) -> None:
-    """Spans, taken in any order, are the shard's walk cut at those positions (workers take
-    them as they go: cli.workers.SharedSpans)."""
-    for shard in range(shards):
-        whole = list(iter_permutation(n, 9, shard, shards))
-        positions = shard_positions(n, shard, shards)
-        bounds = sorted({0, positions, *(c for c in cuts if c < positions)})
-        spans = list(pairwise(bounds))
-        order.shuffle(spans)  # type: ignore[attr-defined]
-        walked = {span: list(iter_permutation(n, 9, shard, shards, [span])) for span in spans}
-        assert [i for span in sorted(walked) for i in walked[span]] == whole
-        assert list(iter_permutation(n, 9, shard, shards, sorted(spans))) == whole
-
-
-def test_spans_past_the_end_are_empty() -> None:
-    positions = shard_positions(100, 1, 3)
-    assert positions == -(-(group_for(100)[0] - 1 - 1) // 3)
-    assert list(iter_permutation(100, 4, 1, 3, [(positions, positions + 50)])) == []
-    assert list(iter_permutation(100, 4, 1, 3, [(0, 10**9)])) == list(
-        iter_permutation(100, 4, 1, 3))
-    with pytest.raises(UsageError, match="needs a seed"):  # processes must walk one order
-        iter_permutation(100, None, spans=[(0, 10)])
 
 
 @pytest.mark.parametrize(

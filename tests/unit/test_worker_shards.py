@@ -1,17 +1,14 @@
 import argparse
-import fcntl
-import functools
 import json
 import os
 import threading
-from itertools import islice
 
 import pytest
 
 from synprobe.cli import workers
 from synprobe.cli.command import build_parser
 from synprobe.cli.config import build_config
-from synprobe.cli.workers import SharedSpans, Workers, auto_workers
+from synprobe.cli.workers import Workers, auto_workers
 
 
 def _config(*argv: str) -> object:
@@ -23,97 +20,15 @@ def test_shares_partition_the_callers_part() -> None:
     config = _config("--engine", "raw", "--seed", "7", "--shard", "1/2", "--rate", "9000",
                      "--sport-range", "61000-61008", "--allow-large", "198.19.0.0/16:80")
     shares = config.shares()  # type: ignore[attr-defined]
-    try:
-        assert {s.shard for s in shares} == {(1, 2)}  # the caller's part, walked by all three
-        assert len({id(s.spans) for s in shares}) == 1 and shares[0].spans is not None
-        assert {s.seed for s in shares} == {7} and [s.worker for s in shares] == [0, 1, 2]
-        assert {s.options.rate for s in shares} == {3000.0}
-        assert [(s.options.engine_options.port_lo, s.options.engine_options.port_hi)
-                for s in shares] == [(61000, 61002), (61003, 61005), (61006, 61008)]
-        # Together the shares probe the caller's part exactly once, however they interleave:
-        # here they take targets in turns of different sizes, as workers of uneven speed do.
-        whole = [(t.host, t.port) for t in config.targets()]  # type: ignore[attr-defined]
-        iters = {j: s.targets() for j, s in enumerate(shares)}
-        parts: dict[int, list[tuple[str, int]]] = {j: [] for j in iters}
-        turn = 0
-        while iters:
-            j = sorted(iters)[turn % len(iters)]
-            batch = [(t.host, t.port) for t in islice(iters[j], 100 + 300 * j)]
-            if not batch:
-                del iters[j]
-            parts[j].extend(batch)
-            turn += 1
-        probed = [t for part in parts.values() for t in part]
-        assert len(probed) == len(set(probed)) == len(whole) == 32768
-        assert set(probed) == set(whole)
-        assert min(map(len, parts.values())) > 0  # each took some
-        assert len(parts[2]) > len(parts[0])  # the one taking more each turn ended with more
-    finally:
-        shares[0].spans.close()
-
-
-def test_the_first_to_ask_takes_every_span() -> None:
-    config = _config("--engine", "raw", "--seed", "3", "--allow-large", "198.19.0.0/20:80")
-    shares = config.shares()  # type: ignore[attr-defined]
-    try:
-        first = [t.host for t in shares[1].targets()]  # runs alone: nothing is reserved
-        assert len(first) == 4096
-        assert [list(s.targets()) for s in (shares[0], shares[2])] == [[], []]
-    finally:
-        shares[0].spans.close()
-
-
-def _take_spans(spans: SharedSpans, worker: int, fd: int) -> int:
-    taken = [list(span) for span in spans]
-    with os.fdopen(fd, "w") as pipe:
-        json.dump({"worker": worker, "spans": taken}, pipe)
-    return 0
-
-
-def test_forked_workers_take_each_span_once() -> None:
-    spans = SharedSpans(200_000, 3)
-    try:
-        assert (spans.length, spans.count) == (256, 782)
-        run = Workers(3)
-        run.start(functools.partial(_take_spans, spans))
-        mine = [list(span) for span in spans]
-        codes, summaries = run.join()
-    finally:
-        spans.close()
-    assert codes == [0, 0]
-    every = mine + [span for summary in summaries for span in summary["spans"]]
-    assert sorted(every) == [[b, min(b + 256, 200_000)] for b in range(0, 200_000, 256)]
-
-
-@pytest.mark.parametrize(("positions", "processes", "length"), [
-    (512, 4, 16),  # a small run: spans short enough that each process gets several
-    (100, 2, 7),
-    (3, 4, 1),
-    (65_537, 2, 256),  # a /16: the usual span
-])
-def test_small_runs_still_share_out_spans(positions: int, processes: int, length: int) -> None:
-    spans = SharedSpans(positions, processes)
-    try:
-        assert spans.length == length
-        taken = list(spans)
-    finally:
-        spans.close()
-    assert taken == [(b, min(b + length, positions)) for b in range(0, positions, length)]
-    if positions >= SharedSpans.SPANS_EACH * processes:
-        assert len(taken) / processes >= SharedSpans.SPANS_EACH - 1  # several each
-    else:
-        assert len(taken) == positions  # a position a span
-
-
-def test_spans_fit_the_pipe_on_huge_runs() -> None:
-    spans = SharedSpans(2**32, 2)
-    try:
-        room = fcntl.fcntl(spans._fd, fcntl.F_GETPIPE_SZ) // 4
-        assert spans.count <= room and spans.length * spans.count >= 2**32
-        taken = sum(1 for _ in spans)  # every record readable, none lost to the pipe's size
-        assert taken == spans.count
-    finally:
-        spans.close()
+    assert [s.shard for s in shares] == [(1, 6), (3, 6), (5, 6)]  # shard 1 of 2, split 3 ways
+    assert {s.seed for s in shares} == {7} and [s.worker for s in shares] == [0, 1, 2]
+    assert {s.options.rate for s in shares} == {3000.0}
+    assert [(s.options.engine_options.port_lo, s.options.engine_options.port_hi)
+            for s in shares] == [(61000, 61002), (61003, 61005), (61006, 61008)]
+    # Together the shares probe the caller's part exactly once.
+    whole = {(t.host, t.port) for t in config.targets()}  # type: ignore[attr-defined]
+    parts = [{(t.host, t.port) for t in s.targets()} for s in shares]
+    assert sum(len(p) for p in parts) == len(whole) == 32768 and set().union(*parts) == whole
 
 
 def test_never_forks_once_a_thread_runs() -> None:

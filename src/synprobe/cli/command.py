@@ -142,11 +142,10 @@ def build_parser(stdout: TextIO | None = None) -> argparse.ArgumentParser:
     p.add_argument("--mark", metavar="N", help="SO_MARK for the probe sockets, 0..4294967295 "
                    "in decimal or hex (0x10) (policy routing; needs CAP_NET_ADMIN)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="processes to spread the run over, which take the targets a span at "
-                   "a time as they go (raw workers also split --sport-range), each kept on a "
-                   "CPU of its own when there is one per CPU; default: one per core this "
-                   "process may use, at most 4, for runs of 20,000+ targets with either "
-                   "engine, else 1")
+                   help="processes to spread the run over, each probing a disjoint shard (raw "
+                   "workers also split --sport-range), each kept on a CPU of its own when "
+                   "there is one per CPU; default: one per core this process may use, at "
+                   "most 4, for runs of 20,000+ targets with either engine, else 1")
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be sent, send nothing (tcpdump-style lines; with "
                    "--json one JSON object per check)")
@@ -164,15 +163,6 @@ def run(config: RunConfig, stdout: TextIO, stderr: TextIO, stops: StopSignals, *
     workers are forked after the checks and before any thread starts. `own_process`: the run
     is the program (not main() called by other code), so it may tune the process's GC."""
     shares = config.shares()
-    try:
-        return _run_shares(config, shares, stdout, stderr, stops, own_process)
-    finally:
-        if shares[0].spans is not None:  # the workers' (each holds its own copy of the fd)
-            shares[0].spans.close()
-
-
-def _run_shares(config: RunConfig, shares: list[RunConfig], stdout: TextIO, stderr: TextIO,
-                stops: StopSignals, own_process: bool) -> int:
     engine = create_engine(config.engine, shares[0].options)
     try:
         check_via_support(engine, config.vias)

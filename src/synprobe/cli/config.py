@@ -1,8 +1,8 @@
 """One CLI run, decided once: argv -> a frozen, typed RunConfig, validated here and only here.
 
 Everything after this module reads the config; nothing re-parses a flag. A worker process gets
-its share (`RunConfig.shares`: the spans of the run's positions it takes as it goes, its part
-of the rate, its source ports) through the fork itself, never as a command line of its own.
+its share (`RunConfig.share`: its shard, its part of the rate, its source ports) through the
+fork itself, never as a command line of its own.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from synprobe.api import make_options
-from synprobe.cli.workers import SharedSpans
 from synprobe.engines.base import ProbeOptions
 from synprobe.errors import UsageError
 from synprobe.kernel.fdlimit import cli_concurrency
@@ -25,7 +24,7 @@ from synprobe.kernel.localaddr import check_source
 from synprobe.kernel.marks import parse_mark
 from synprobe.model import Target
 from synprobe.targets.build import build_space
-from synprobe.targets.permutation import parse_shard, shard_positions
+from synprobe.targets.permutation import parse_shard
 from synprobe.targets.space import DEFAULT_LIMIT, TargetSpace, with_vias
 from synprobe.targets.tokens import iter_target_file, parse_ports, parse_via
 
@@ -47,7 +46,7 @@ class RunConfig:
     space: TargetSpace
     vias: tuple[str, ...]
     seed: int | None
-    shard: tuple[int, int]  # (index, count): the run's part of the permutation (--shard)
+    shard: tuple[int, int]  # (index, count) of the permutation this process probes
     total: int  # checks of the whole run (every worker's), for the tally
     deadline: float | None  # time.monotonic() after which no check starts (--max-time)
     max_time: float | None
@@ -56,34 +55,29 @@ class RunConfig:
     output: Output
     worker: int = 0  # 0: the parent (it speaks for the run); >0: a forked worker
     summary_fd: int | None = None  # a worker's: where its summary goes back to the parent
-    spans: SharedSpans | None = None  # with workers: where each takes its next positions
 
     @property
     def is_worker(self) -> bool:
         return self.worker > 0
 
     def targets(self) -> Iterator[Target]:
-        """This process's targets: its shard of the seeded permutation (with workers, the spans
-        of it this process takes as it goes), through each via."""
-        return with_vias(self.space.iter(self.seed, *self.shard, spans=self.spans), self.vias)
+        """This process's targets: its shard of the seeded permutation, through each via."""
+        return with_vias(self.space.iter(self.seed, *self.shard), self.vias)
 
     def shares(self) -> list[RunConfig]:
-        """The run spread over `processes`: every worker walks this config's shard of one
-        permutation, a span of positions at a time from one SharedSpans (made here, before
-        the fork), so together they probe exactly its part and a faster one takes more; each
-        has its part of the rate and, raw, its own source ports. The caller closes the spans
-        (`close()`) once the run is over."""
+        """The run spread over `processes`: worker j takes every count-th position of this
+        config's shard (shard first + of*j of of*count in the same permutation, so the workers
+        partition exactly its part), its part of the rate and, raw, its own source ports."""
         count = self.processes
         if count == 1:
             return [self]
-        # One permutation for every worker: the user's --seed, else 62 random bits.
-        seed = self.seed if self.seed is not None else int.from_bytes(os.urandom(8)) >> 2
+        seed = self.seed if self.seed is not None else int.from_bytes(os.urandom(8)) >> 2  # 62 bits
+        first, of = self.shard
         rate = self.options.rate / count if self.options.rate else None
         own = self.options.engine_options
-        parts = own.split(count) if hasattr(own, "split") else [own] * count  # may refuse
-        spans = SharedSpans(shard_positions(len(self.space), *self.shard), count)  # last
+        parts = own.split(count) if hasattr(own, "split") else [own] * count
         return [dataclasses.replace(
-            self, seed=seed, spans=spans, worker=j,
+            self, seed=seed, shard=(first + of * j, of * count), worker=j,
             options=dataclasses.replace(self.options, rate=rate, engine_options=parts[j]))
             for j in range(count)]
 
@@ -137,10 +131,9 @@ def build_config(args: argparse.Namespace, auto_workers: Any) -> RunConfig:
                          "with -iL - (stdin) or host names (resolved per process); give "
                          "addresses or a file")
     processes = count if count > 1 and rereadable and not args.dry_run else 1
-    # Sized per process, at most by the run's checks (a one-target run needs one socket): the
-    # workers take the targets as they go, so any one of them may make most of the checks.
+    # Sized per process, by the checks each will make (a one-target run needs one socket).
     concurrency = cli_concurrency(
-        args.concurrency, engine=args.engine, workers=processes, checks=total,
+        args.concurrency, engine=args.engine, workers=processes, checks=-(-total // processes),
         rate=args.rate or None, timeout=args.timeout, attempts=max(1, args.retries + 1))
     options = make_options(args.engine, timeout=args.timeout, retries=args.retries,
                            concurrency=concurrency, rate=args.rate or None, mark=own.pop("mark"),

@@ -1,14 +1,9 @@
-"""Spread one CLI run over several processes, one per core, that share its targets out as they go.
+"""Spread one CLI run over several processes, one per core: each probes a disjoint shard.
 
 One Python thread tops out near 26,000 half-open checks per second here (the GIL, not the
 kernel, is the limit), so a large run forks once per extra core; each child runs its share of
-the run config (inherited through the fork, never re-parsed), and the parent probes too. All of
-them walk the same seeded permutation, taking its positions a span at a time from one
-`SharedSpans`: a worker slowed down (a core busy with other work) takes fewer. With a CPU hog
-on one of 2 cores, 65,536 all-open targets took 0.86 s against 1.18 s with fixed halves
-(median of 5 each, alternating).
-
-Forked, not spawned: a child starts
+the run config (its slice of the same seeded permutation, inherited through the fork, never
+re-parsed), and the parent probes the first slice itself. Forked, not spawned: a child starts
 probing at once instead of ~0.1 s later (a fresh interpreter and its imports), which on a
 65,536-target run left the parent idle at the end. The fork happens before the parent starts
 any thread. Workers write result lines straight to the shared stdout in whole-line chunks (see
@@ -34,14 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import json
 import os
 import signal
 import sys
 import threading
-from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -152,69 +145,6 @@ class Workers:
                 pass
             os.close(read_end)
         self._children.clear()
-
-
-class SharedSpans:
-    """A run's positions (of its shard of the permutation) in consecutive spans, each handed
-    out once to whichever of the run's `processes` asks next: a worker that runs faster (its
-    core not shared with other work) takes more of them.
-
-    Before, each worker had a fixed share: on 2 cores, 65,536 all-open targets, one worker (most
-    often the parent) finished 8-31 ms after the other while that one's core sat idle, and with
-    a CPU hog on one core the run took 1.18 s against 0.86 s now. Only CPU is shared out this
-    way: each worker keeps its part of --rate, so a rate-bound worker walking the last span
-    finishes up to a span's worth of its rate after the others.
-
-    The span numbers are 4-byte records in a pipe, all written before the fork and its write
-    end closed. Every process reads from the one pipe, and a pipe is read under its lock: each
-    4-byte read takes a record no other process gets, and end of file means every span is
-    taken. A process that dies takes nothing with it but the span it was walking. A span is
-    SPAN positions (a read and a pow() each), shorter where that would leave a process
-    fewer than SPANS_EACH of them (a small run), longer where the pipe (16,384 records in its
-    default 64 KiB) could not hold them all (a run of more than ~4 million targets).
-    """
-
-    SPAN = 256
-    SPANS_EACH = 8
-    _RECORD = array("I").itemsize  # 4
-
-    def __init__(self, positions: int, processes: int) -> None:
-        self.positions = positions
-        # Non-blocking: should a write end ever stay open elsewhere, an empty pipe reads as
-        # "no spans left" instead of blocking a worker for good.
-        self._fd, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        try:
-            room = fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ) // self._RECORD
-            each = -(-positions // (self.SPANS_EACH * max(1, processes)))
-            self.length = max(1, min(self.SPAN, each), -(-positions // room))
-            self.count = -(-positions // self.length)
-            records = array("I", range(self.count)).tobytes()
-            # It fits the empty pipe, so it is written whole without blocking.
-            if os.write(write_end, records) != len(records):
-                raise OSError("the span pipe took less than it holds")
-        except BaseException:
-            os.close(self._fd)
-            raise
-        finally:
-            os.close(write_end)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        """(begin, end) position spans, until every span has been taken (by anyone)."""
-        size = self._RECORD
-        while True:
-            try:
-                record = os.read(self._fd, size)
-            except BlockingIOError:
-                return
-            if len(record) < size:
-                return
-            begin = int.from_bytes(record, sys.byteorder) * self.length
-            yield begin, min(begin + self.length, self.positions)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
 
 
 def die_with_parent(libc: ctypes.CDLL, parent: int) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import repeat
 
@@ -49,53 +49,32 @@ class Cycle:
                 break
         return cls(n=n, prime=p, generator=g, start=1 + _below(rng, p - 1))
 
-    def walk(self, shard: int = 0, shards: int = 1,
-             spans: Iterable[tuple[int, int]] | None = None) -> Iterator[int]:
-        """The indices at cycle positions shard, shard+shards, ... in cycle order; with `spans`,
-        only the shard's positions begin..end-1 of each (begin, end) span, span by span."""
+    def walk(self, shard: int = 0, shards: int = 1) -> Iterator[int]:
+        """The indices at cycle positions shard, shard+shards, ... in cycle order."""
         _check_shard(shard, shards)
         p = self.prime
-        count = _positions(p, shard, shards)
+        order = p - 1  # the cycle length: every element of the group, once
+        count = max(0, -(-(order - shard) // shards))  # how many positions are this shard's
         first = self.start * pow(self.generator, shard, p) % p
-        step = pow(self.generator, shards, p)
-        if spans is None:
-            return _walk(first, step, p, self.n, count)
-        return self._spans(first, step, count, spans)
-
-    def _spans(self, first: int, step: int, count: int,
-               spans: Iterable[tuple[int, int]]) -> Iterator[int]:
-        p, n = self.prime, self.n
-        for begin, end in spans:
-            end = min(end, count)
-            if begin < end:
-                yield from _walk(first * pow(step, begin, p) % p, step, p, n, end - begin)
-
-
-def shard_positions(n: int, shard: int = 0, shards: int = 1) -> int:
-    """How many cycle positions shard `shard` of `shards` walks for n indices (skipped ones
-    included): what `spans` of `walk()` divide up."""
-    _check_shard(shard, shards)
-    return _positions(group_for(n)[0], shard, shards) if n > 0 else 0
+        return _walk(first, pow(self.generator, shards, p), p, self.n, count)
 
 
 def iter_permutation(
-    n: int, seed: int | None = None, shard: int = 0, shards: int = 1,
-    spans: Iterable[tuple[int, int]] | None = None,
+    n: int, seed: int | None = None, shard: int = 0, shards: int = 1
 ) -> Iterator[int]:
-    """Every index in 0..n-1 exactly once, in the order `seed` picks; this shard's share of it,
-    or only the positions in `spans` of that share (see `Cycle.walk`).
+    """Every index in 0..n-1 exactly once, in the order `seed` picks; this shard's share of it.
 
     With shards > 1 a seed is required: without one each machine would walk its own random cycle
     and the shards would overlap. Errors are raised here, not at the first `next()`.
     """
     _check_shard(shard, shards)
-    if (shards > 1 or spans is not None) and seed is None:
+    if shards > 1 and seed is None:
         raise UsageError("sharding needs a seed: give every shard the same --seed")
     if n < 0:
         raise ValueError(f"n must be >= 0, not {n}")
     if n == 0:
         return iter(())
-    return Cycle.choose(n, seed).walk(shard, shards, spans)
+    return Cycle.choose(n, seed).walk(shard, shards)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -107,12 +86,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if shards < 1 or shard >= shards:
         raise UsageError(f"bad shard {text!r}: need 0 <= I < N (shards are counted from 0)")
     return shard, shards
-
-
-def _positions(p: int, shard: int, shards: int) -> int:
-    # The cycle has p - 1 positions (every element of the group once); a shard has every
-    # shards-th of them from `shard`.
-    return max(0, -(-(p - 1 - shard) // shards))
 
 
 def _walk(x: int, step: int, p: int, n: int, count: int) -> Iterator[int]:

@@ -123,15 +123,13 @@ class TargetSpace:
         for block in self._blocks:
             yield from block
 
-    def iter(self, seed: int | None = None, shard: int = 0, shards: int = 1,
-             spans: Iterable[tuple[int, int]] | None = None) -> Iterator[Target]:
+    def iter(self, seed: int | None = None, shard: int = 0, shards: int = 1) -> Iterator[Target]:
         """Every target once, in the pseudo-random order `seed` picks (None: a fresh one).
 
         Shard i of n yields only its share; n runs with one seed, the same targets and shards
-        0..n-1 cover the space exactly once. Sharding without a seed is a UsageError. `spans`
-        narrows the shard to those (begin, end) ranges of its positions (`Cycle.walk`).
+        0..n-1 cover the space exactly once. Sharding without a seed is a UsageError.
         """
-        indices = iter_permutation(self._size, seed, shard, shards, spans)
+        indices = iter_permutation(self._size, seed, shard, shards)
         # One block (the common case) maps straight through it, skipping a bisect and a frame.
         return map(self._blocks[0].mapper() if len(self._blocks) == 1 else self._target, indices)
 
