@@ -114,7 +114,7 @@ class ResultStream(Iterator[ProbeResult]):
     """Results of `probe_many()` as they complete. Closing it early stops starting new checks;
     so does dropping it unclosed (when it is garbage collected)."""
 
-    def __init__(self, eng: Engine, targets: Iterator[Target]) -> None:
+    def __init__(self, eng: Engine, targets: Iterable[Target]) -> None:
         self._queue: queue.SimpleQueue[list[ProbeResult] | BaseException | None] = (
             queue.SimpleQueue()
         )
@@ -276,7 +276,7 @@ async def aprobe_many(targets: Targets, *, engine: str = "shaker", timeout: floa
             await asyncio.to_thread(thread.join)
 
 
-def start_run(eng: Engine, targets: Iterator[Target],
+def start_run(eng: Engine, targets: Iterable[Target],
               deliver: Callable[[list[ProbeResult] | BaseException | None], None]
               ) -> EngineThread:
     """`eng` running over `targets` on its own thread, throttled by the consumer's backlog

@@ -24,7 +24,9 @@ def always_go() -> int:
 
 
 class IterSource:
-    """Feeds an engine from an iterable, lazily: never more than the engine asks for."""
+    """Feeds an engine from an iterable, lazily: never more than the engine asks for. An
+    iterable with a `take(n)` method (up to n targets, fewer only when it has no more) is asked
+    through it: the CLI's workers take targets from a pool they share (cli.workers.SpanTargets)."""
 
     wakeup_fd = None
 
@@ -33,13 +35,14 @@ class IterSource:
         return GO
 
     def __init__(self, targets: Iterable[Target]) -> None:
+        self._take = getattr(targets, "take", None)
         self._it = iter(targets)
         self._done = False
 
     def pull(self, limit: int) -> list[Target] | None:
         if self._done:
             return None
-        batch = list(islice(self._it, limit))
+        batch = self._take(limit) if self._take is not None else list(islice(self._it, limit))
         if len(batch) < limit:
             self._done = True
             if not batch:

@@ -13,7 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from synprobe.errors import UsageError
-from synprobe.targets.permutation import Cycle, iter_permutation, parse_shard
+from synprobe.targets.permutation import (
+    Cycle,
+    iter_permutation,
+    parse_shard,
+    shard_positions,
+)
 from synprobe.targets.primes import PRIMES, group_for
 
 
@@ -165,6 +170,38 @@ def test_shard_i_takes_the_positions_i_mod_shards_of_the_one_cycle() -> None:
     for shard in range(shards):
         expected = [i for pos, i in enumerate(full) if pos % shards == shard and i < n]
         assert list(cycle.walk(shard, shards)) == expected
+
+
+@given(
+    n=st.integers(1, 3000),
+    shards=st.integers(1, 5),
+    cuts=st.lists(st.integers(0, 3100), max_size=8),
+    want=st.integers(1, 400),
+)
+@settings(max_examples=150, deadline=None)
+def test_taking_positions_walks_the_shard(n: int, shards: int, cuts: list[int],
+                                          want: int) -> None:
+    """Ranges of a shard's positions, each taken `want` indices at a time, are its walk (the
+    CLI's workers take a shard this way: cli.workers.SpanTargets)."""
+    cycle = Cycle.choose(n, 9)
+    for shard in range(shards):
+        positions = shard_positions(n, shard, shards)
+        assert positions == -(-(cycle.prime - 1 - shard) // shards)
+        bounds = sorted({0, positions, *(c for c in cuts if c < positions)})
+        walked: list[int] = []
+        for begin, end in pairwise(bounds):
+            while begin < end:
+                got, begin = cycle.take(shard, shards, begin, end, want)
+                assert len(got) <= want
+                walked += got
+        assert walked == list(cycle.walk(shard, shards))
+
+
+def test_positions_past_the_shard_are_empty() -> None:
+    cycle = Cycle.choose(100, 4)
+    end = shard_positions(100, 1, 3)
+    assert cycle.take(1, 3, end, end + 50, 10) == ([], end)
+    assert cycle.take(1, 3, 0, 10**9, 10**9)[0] == list(cycle.walk(1, 3))
 
 
 @pytest.mark.parametrize(

@@ -180,3 +180,20 @@ def test_answered_batches_are_forgotten_as_the_run_goes() -> None:
     assert {r.state for r in results} == {State.OPEN}
     assert len(kept) >= 6 and max(kept) == 0  # each batch answered, and forgotten, in its turn
 
+
+
+def test_a_worker_may_hold_more_than_an_even_share_in_flight() -> None:
+    """Workers take targets from a pool as they go (cli.workers.SharedSpans), so one may
+    make more than total/workers checks: sized by an even share, a silent sweep's extra targets
+    would wait a whole timeout for a slot. Each is bounded by the run's checks and its share of
+    the memory budget instead."""
+    from synprobe.cli.command import build_parser
+    from synprobe.cli.config import build_config
+    from synprobe.cli.workers import auto_workers
+    from synprobe.kernel.fdlimit import raw_memory_cap
+
+    args = build_parser().parse_args(["--engine", "raw", "--workers", "4", "--rate", "0",
+                                      "-p", "80", "198.18.0.0/18"])
+    config = build_config(args, auto_workers)
+    assert config.processes == 4 and config.total == 16_384
+    assert config.options.concurrency == min(16_384, raw_memory_cap(4)) > 16_384 // 4

@@ -1,4 +1,6 @@
 import argparse
+import fcntl
+import functools
 import json
 import os
 import threading
@@ -8,7 +10,9 @@ import pytest
 from synprobe.cli import workers
 from synprobe.cli.command import build_parser
 from synprobe.cli.config import build_config
-from synprobe.cli.workers import Workers, auto_workers
+from synprobe.cli.workers import SharedSpans, Workers, auto_workers
+from synprobe.sources import IterSource
+from synprobe.targets.space import with_vias
 
 
 def _config(*argv: str) -> object:
@@ -20,15 +24,105 @@ def test_shares_partition_the_callers_part() -> None:
     config = _config("--engine", "raw", "--seed", "7", "--shard", "1/2", "--rate", "9000",
                      "--sport-range", "61000-61008", "--allow-large", "198.19.0.0/16:80")
     shares = config.shares()  # type: ignore[attr-defined]
-    assert [s.shard for s in shares] == [(1, 6), (3, 6), (5, 6)]  # shard 1 of 2, split 3 ways
-    assert {s.seed for s in shares} == {7} and [s.worker for s in shares] == [0, 1, 2]
-    assert {s.options.rate for s in shares} == {3000.0}
-    assert [(s.options.engine_options.port_lo, s.options.engine_options.port_hi)
-            for s in shares] == [(61000, 61002), (61003, 61005), (61006, 61008)]
-    # Together the shares probe the caller's part exactly once.
-    whole = {(t.host, t.port) for t in config.targets()}  # type: ignore[attr-defined]
-    parts = [{(t.host, t.port) for t in s.targets()} for s in shares]
-    assert sum(len(p) for p in parts) == len(whole) == 32768 and set().union(*parts) == whole
+    try:
+        assert {s.shard for s in shares} == {(1, 2)}  # the caller's part, shared out
+        assert len({id(s.spans) for s in shares}) == 1 and shares[0].spans is not None
+        assert {s.seed for s in shares} == {7} and [s.worker for s in shares] == [0, 1, 2]
+        assert {s.options.rate for s in shares} == {3000.0}
+        assert [(s.options.engine_options.port_lo, s.options.engine_options.port_hi)
+                for s in shares] == [(61000, 61002), (61003, 61005), (61006, 61008)]
+        # Together the shares probe the caller's part exactly once, however they interleave:
+        # here each asks for a different number of targets a turn, as engines of uneven
+        # speed do, and sources take them (sources.IterSource).
+        whole = [(t.host, t.port) for t in with_vias(
+            config.space.iter(7, 1, 2), ())]  # type: ignore[attr-defined]
+        sources = {j: IterSource(s.targets()) for j, s in enumerate(shares)}
+        parts: dict[int, list[tuple[str, int]]] = {j: [] for j in sources}
+        turn = 0
+        while sources:
+            j = sorted(sources)[turn % len(sources)]
+            batch = sources[j].pull(100 + 300 * j)
+            if batch is None:
+                del sources[j]
+            else:
+                assert len(batch) <= 100 + 300 * j
+                parts[j].extend((t.host, t.port) for t in batch)
+            turn += 1
+        probed = [t for part in parts.values() for t in part]
+        assert len(probed) == len(set(probed)) == len(whole) == 32768
+        assert set(probed) == set(whole)
+        assert 0 < len(parts[0]) < len(parts[1]) < len(parts[2])  # asked for more, took more
+    finally:
+        shares[0].spans.close()
+
+
+def test_a_worker_holds_no_target_it_did_not_ask_for() -> None:
+    """The rest of a span goes back to the pool at once: a worker whose slots are full (silent
+    targets held for a whole timeout) must not sit on targets another could start now."""
+    config = _config("--engine", "raw", "--seed", "3", "--allow-large", "198.19.0.0/20:80")
+    shares = config.shares()  # type: ignore[attr-defined]
+    try:
+        first, second = (s.targets() for s in shares[:2])
+        got = first.take(1000)  # three spans and part of a fourth
+        assert len(got) == 1000
+        rest = second.take(10**6)  # everything else, the fourth span's rest included
+        assert len(rest) == 4096 - 1000
+        assert {t.host for t in got}.isdisjoint(t.host for t in rest)
+        assert first.take(5) == [] and list(shares[2].targets()) == []
+    finally:
+        shares[0].spans.close()
+
+
+def test_checks_through_real_servers_keep_fixed_parts() -> None:
+    config = _config("--engine", "raw", "--seed", "5", "--workers", "2", "--via", "198.18.0.2",
+                     "198.19.0.0/24:80")
+    shares = config.shares()  # type: ignore[attr-defined]
+    assert [s.shard for s in shares] == [(0, 2), (1, 2)] and {s.spans for s in shares} == {None}
+    parts = [{t.host for t in s.targets()} for s in shares]
+    assert len(parts[0]) + len(parts[1]) == 256 and parts[0].isdisjoint(parts[1])
+
+
+def _take_positions(spans: SharedSpans, worker: int, fd: int) -> int:
+    """A worker that takes spans and hands back part of each, as SpanTargets does."""
+    taken: list[list[int]] = []
+    while (span := spans.take()) is not None:
+        begin, end = span
+        middle = begin + max(1, (end - begin) // (worker + 2))
+        taken.append([begin, middle])
+        spans.give_back(middle, end)
+    with os.fdopen(fd, "w") as pipe:
+        json.dump({"worker": worker, "taken": taken}, pipe)
+    return 0
+
+
+def test_forked_workers_take_each_position_once() -> None:
+    spans = SharedSpans(200_000)
+    try:
+        assert spans.length == SharedSpans.SPAN
+        run = Workers(3)
+        run.start(functools.partial(_take_positions, spans))
+        mine = []
+        while (span := spans.take()) is not None:
+            mine.append([span[0], span[0] + 1])
+            spans.give_back(span[0] + 1, span[1])
+        codes, summaries = run.join()
+    finally:
+        spans.close()
+    assert codes == [0, 0]
+    every = sorted(mine + [r for summary in summaries for r in summary["taken"]])
+    covered = [p for begin, end in every for p in range(begin, end)]
+    assert covered == list(range(200_000))  # each position once, none lost
+
+
+def test_the_pool_fits_its_pipe_on_huge_runs() -> None:
+    spans = SharedSpans(2**40)
+    try:
+        room = fcntl.fcntl(spans._write, fcntl.F_GETPIPE_SZ) // 16
+        count = -(-2**40 // spans.length)
+        assert count <= room and spans.length > SharedSpans.SPAN
+        assert sum(1 for _ in iter(spans.take, None)) == count
+    finally:
+        spans.close()
 
 
 def test_never_forks_once_a_thread_runs() -> None:

@@ -163,6 +163,15 @@ def run(config: RunConfig, stdout: TextIO, stderr: TextIO, stops: StopSignals, *
     workers are forked after the checks and before any thread starts. `own_process`: the run
     is the program (not main() called by other code), so it may tune the process's GC."""
     shares = config.shares()
+    try:
+        return _run_shares(config, shares, stdout, stderr, stops, own_process)
+    finally:
+        if shares[0].spans is not None:  # the pool the workers took their targets from
+            shares[0].spans.close()
+
+
+def _run_shares(config: RunConfig, shares: list[RunConfig], stdout: TextIO, stderr: TextIO,
+                stops: StopSignals, own_process: bool) -> int:
     engine = create_engine(config.engine, shares[0].options)
     try:
         check_via_support(engine, config.vias)

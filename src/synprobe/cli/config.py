@@ -12,11 +12,12 @@ import dataclasses
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from synprobe.api import make_options
+from synprobe.cli.workers import SharedSpans, SpanTargets
 from synprobe.engines.base import ProbeOptions
 from synprobe.errors import UsageError
 from synprobe.kernel.fdlimit import cli_concurrency
@@ -24,7 +25,7 @@ from synprobe.kernel.localaddr import check_source
 from synprobe.kernel.marks import parse_mark
 from synprobe.model import Target
 from synprobe.targets.build import build_space
-from synprobe.targets.permutation import parse_shard
+from synprobe.targets.permutation import parse_shard, shard_positions
 from synprobe.targets.space import DEFAULT_LIMIT, TargetSpace, with_vias
 from synprobe.targets.tokens import iter_target_file, parse_ports, parse_via
 
@@ -55,29 +56,40 @@ class RunConfig:
     output: Output
     worker: int = 0  # 0: the parent (it speaks for the run); >0: a forked worker
     summary_fd: int | None = None  # a worker's: where its summary goes back to the parent
+    spans: SharedSpans | None = None  # with workers: the pool they take the shard's targets from
 
     @property
     def is_worker(self) -> bool:
         return self.worker > 0
 
-    def targets(self) -> Iterator[Target]:
-        """This process's targets: its shard of the seeded permutation, through each via."""
+    def targets(self) -> Iterable[Target]:
+        """This process's targets: its shard of the seeded permutation, through each via; with
+        workers (`spans`), what it takes from the pool they share as it goes."""
+        if self.spans is not None:
+            return SpanTargets(self.space.walker(self.seed, *self.shard), self.spans)
         return with_vias(self.space.iter(self.seed, *self.shard), self.vias)
 
     def shares(self) -> list[RunConfig]:
-        """The run spread over `processes`: worker j takes every count-th position of this
-        config's shard (shard first + of*j of of*count in the same permutation, so the workers
-        partition exactly its part), its part of the rate and, raw, its own source ports."""
+        """The run spread over `processes`, each with its part of the rate and, raw, its own
+        source ports. The workers take this config's shard of one permutation from a pool they
+        share, as they go (`SharedSpans`, made here, before the fork; the caller closes it once
+        the run is over), so a worker slowed down takes less. Checks through real servers keep
+        a fixed part each: worker j takes every count-th position of the shard (shard first +
+        of*j of of*count)."""
         count = self.processes
         if count == 1:
             return [self]
-        seed = self.seed if self.seed is not None else int.from_bytes(os.urandom(8)) >> 2  # 62 bits
+        # One permutation for every worker: the user's --seed, else 62 random bits.
+        seed = self.seed if self.seed is not None else int.from_bytes(os.urandom(8)) >> 2
         first, of = self.shard
         rate = self.options.rate / count if self.options.rate else None
         own = self.options.engine_options
-        parts = own.split(count) if hasattr(own, "split") else [own] * count
+        parts = own.split(count) if hasattr(own, "split") else [own] * count  # may refuse
+        share_out = not self.vias and len(self.space) > 0
+        spans = SharedSpans(shard_positions(len(self.space), first, of)) if share_out else None
         return [dataclasses.replace(
-            self, seed=seed, shard=(first + of * j, of * count), worker=j,
+            self, seed=seed, spans=spans, worker=j,
+            shard=self.shard if spans else (first + of * j, of * count),
             options=dataclasses.replace(self.options, rate=rate, engine_options=parts[j]))
             for j in range(count)]
 
@@ -131,9 +143,11 @@ def build_config(args: argparse.Namespace, auto_workers: Any) -> RunConfig:
                          "with -iL - (stdin) or host names (resolved per process); give "
                          "addresses or a file")
     processes = count if count > 1 and rereadable and not args.dry_run else 1
-    # Sized per process, by the checks each will make (a one-target run needs one socket).
+    # Sized per process, by the checks each may make (a one-target run needs one socket):
+    # workers sharing targets out as they go (no --via) may each make most of them.
+    checks = total if processes > 1 and not vias else -(-total // processes)
     concurrency = cli_concurrency(
-        args.concurrency, engine=args.engine, workers=processes, checks=-(-total // processes),
+        args.concurrency, engine=args.engine, workers=processes, checks=checks,
         rate=args.rate or None, timeout=args.timeout, attempts=max(1, args.retries + 1))
     options = make_options(args.engine, timeout=args.timeout, retries=args.retries,
                            concurrency=concurrency, rate=args.rate or None, mark=own.pop("mark"),

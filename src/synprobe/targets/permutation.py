@@ -53,10 +53,35 @@ class Cycle:
         """The indices at cycle positions shard, shard+shards, ... in cycle order."""
         _check_shard(shard, shards)
         p = self.prime
-        order = p - 1  # the cycle length: every element of the group, once
-        count = max(0, -(-(order - shard) // shards))  # how many positions are this shard's
+        count = _positions(p, shard, shards)
         first = self.start * pow(self.generator, shard, p) % p
         return _walk(first, pow(self.generator, shards, p), p, self.n, count)
+
+    def take(self, shard: int, shards: int, begin: int, end: int,
+             want: int) -> tuple[list[int], int]:
+        """Up to `want` indices from the shard's positions begin..end-1 (the k-th position of
+        shard i of s is cycle position i + k*s), in order, and the first position not walked
+        (`end` once every one was). Positions past the shard's last are empty."""
+        p, n = self.prime, self.n
+        end = min(end, _positions(p, shard, shards))
+        step = pow(self.generator, shards, p)
+        x = self.start * pow(self.generator, shard + begin * shards, p) % p
+        out: list[int] = []
+        append = out.append
+        for position in range(begin, end):  # the hot loop: a multiply-mod and a compare
+            if x <= n:
+                append(x - 1)
+                if len(out) == want:
+                    return out, position + 1
+            x = x * step % p
+        return out, max(begin, end)
+
+
+def shard_positions(n: int, shard: int = 0, shards: int = 1) -> int:
+    """How many cycle positions shard `shard` of `shards` walks for n indices (skipped ones
+    included): what `Cycle.take` is asked for, a range of them at a time."""
+    _check_shard(shard, shards)
+    return _positions(group_for(n)[0], shard, shards) if n > 0 else 0
 
 
 def iter_permutation(
@@ -86,6 +111,12 @@ def parse_shard(text: str) -> tuple[int, int]:
     if shards < 1 or shard >= shards:
         raise UsageError(f"bad shard {text!r}: need 0 <= I < N (shards are counted from 0)")
     return shard, shards
+
+
+def _positions(p: int, shard: int, shards: int) -> int:
+    # The cycle has p - 1 positions (every element of the group once); a shard has every
+    # shards-th of them from `shard`.
+    return max(0, -(-(p - 1 - shard) // shards))
 
 
 def _walk(x: int, step: int, p: int, n: int, count: int) -> Iterator[int]:

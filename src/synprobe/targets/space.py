@@ -18,7 +18,7 @@ from synprobe.errors import UsageError
 from synprobe.model import Target
 from synprobe.targets.addresses import format_ip
 from synprobe.targets.intervals import Interval, merge
-from synprobe.targets.permutation import iter_permutation
+from synprobe.targets.permutation import Cycle, _check_shard, _positions, iter_permutation
 
 if TYPE_CHECKING:  # accepted, never needed: a CLI run starts without netaddr (~13 ms)
     from netaddr import IPSet
@@ -133,6 +133,12 @@ class TargetSpace:
         # One block (the common case) maps straight through it, skipping a bisect and a frame.
         return map(self._blocks[0].mapper() if len(self._blocks) == 1 else self._target, indices)
 
+    def walker(self, seed: int | None, shard: int = 0, shards: int = 1) -> Walker:
+        """The targets at given positions of shard `shard` of the order `seed` picks: for
+        processes that share a shard out as they go (cli.workers.SpanTargets)."""
+        _check_shard(shard, shards)
+        return Walker(self, Cycle.choose(self._size, seed), shard, shards)
+
     @property
     def families(self) -> set[bool]:
         """The address families present, as `v6` flags (False for IPv4, True for IPv6)."""
@@ -152,6 +158,21 @@ class TargetSpace:
 
     def __repr__(self) -> str:
         return f"<TargetSpace {self._size:,} targets in {len(self._blocks)} block(s)>"
+
+
+class Walker:
+    """`TargetSpace.walker()`: `take(begin, end, want)` maps the shard's positions begin..end-1
+    to up to `want` targets, and says where it stopped."""
+
+    def __init__(self, space: TargetSpace, cycle: Cycle, shard: int, shards: int) -> None:
+        self.positions = _positions(cycle.prime, shard, shards)
+        self._cycle, self._shard, self._shards = cycle, shard, shards
+        blocks = space._blocks
+        self._target = blocks[0].mapper() if len(blocks) == 1 else space._target
+
+    def take(self, begin: int, end: int, want: int) -> tuple[list[Target], int]:
+        indices, stopped = self._cycle.take(self._shard, self._shards, begin, end, want)
+        return list(map(self._target, indices)), stopped
 
 
 def with_vias(targets: Iterable[Target], vias: Sequence[str]) -> Iterator[Target]:
