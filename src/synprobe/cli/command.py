@@ -142,10 +142,11 @@ def build_parser(stdout: TextIO | None = None) -> argparse.ArgumentParser:
     p.add_argument("--mark", metavar="N", help="SO_MARK for the probe sockets, 0..4294967295 "
                    "in decimal or hex (0x10) (policy routing; needs CAP_NET_ADMIN)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="processes to spread the run over, each probing a disjoint shard (raw "
-                   "workers also split --sport-range), each kept on a CPU of its own when "
-                   "there is one per CPU; default: one per core this process may use, at "
-                   "most 4, for runs of 20,000+ targets with either engine, else 1")
+                   help="processes to spread the run over, which take the targets from one "
+                   "pool as they go (raw workers also split --sport-range), each kept on a "
+                   "CPU of its own when there is one per CPU; default: one per core this "
+                   "process may use, at most 4, for runs of 20,000+ targets with either "
+                   "engine, else 1")
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be sent, send nothing (tcpdump-style lines; with "
                    "--json one JSON object per check)")

@@ -1,9 +1,13 @@
-"""Spread one CLI run over several processes, one per core: each probes a disjoint shard.
+"""Spread one CLI run over several processes, one per core, that share its targets out as
+they go (`SharedSpans`).
 
 One Python thread tops out near 26,000 half-open checks per second here (the GIL, not the
 kernel, is the limit), so a large run forks once per extra core; each child runs its share of
-the run config (its slice of the same seeded permutation, inherited through the fork, never
-re-parsed), and the parent probes the first slice itself. Forked, not spawned: a child starts
+the run config (inherited through the fork, never re-parsed), and the parent probes too. Every
+process takes the targets it is about to start from one pool, so a worker slowed down (its
+core shared with other work) takes fewer.
+
+Forked, not spawned: a child starts
 probing at once instead of ~0.1 s later (a fresh interpreter and its imports), which on a
 65,536-target run left the parent idle at the end. The fork happens before the parent starts
 any thread. Workers write result lines straight to the shared stdout in whole-line chunks (see
