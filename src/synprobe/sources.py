@@ -25,8 +25,9 @@ def always_go() -> int:
 
 class IterSource:
     """Feeds an engine from an iterable, lazily: never more than the engine asks for. An
-    iterable with a `take(n)` method (up to n targets, fewer only when it has no more) is asked
-    through it: the CLI's workers take targets from a pool they share (cli.workers.SpanTargets)."""
+    iterable with a `take_targets(n)` method (up to n targets; fewer means it has none left
+    for this source) is asked through it: the CLI's workers take targets from a pool they
+    share (cli.workers.SpanTargets)."""
 
     wakeup_fd = None
 
@@ -35,7 +36,7 @@ class IterSource:
         return GO
 
     def __init__(self, targets: Iterable[Target]) -> None:
-        self._take = getattr(targets, "take", None)
+        self._take = getattr(targets, "take_targets", None)
         self._it = iter(targets)
         self._done = False
 

@@ -11,6 +11,7 @@ from synprobe.cli import workers
 from synprobe.cli.command import build_parser
 from synprobe.cli.config import build_config
 from synprobe.cli.workers import SharedSpans, Workers, auto_workers
+from synprobe.errors import UsageError
 from synprobe.sources import IterSource
 from synprobe.targets.space import with_vias
 
@@ -63,12 +64,12 @@ def test_a_worker_holds_no_target_it_did_not_ask_for() -> None:
     shares = config.shares()  # type: ignore[attr-defined]
     try:
         first, second = (s.targets() for s in shares[:2])
-        got = first.take(1000)  # three spans and part of a fourth
+        got = first.take_targets(1000)  # three spans and part of a fourth
         assert len(got) == 1000
-        rest = second.take(10**6)  # everything else, the fourth span's rest included
+        rest = second.take_targets(10**6)  # everything else, the fourth span's rest included
         assert len(rest) == 4096 - 1000
         assert {t.host for t in got}.isdisjoint(t.host for t in rest)
-        assert first.take(5) == [] and list(shares[2].targets()) == []
+        assert first.take_targets(5) == [] and list(shares[2].targets()) == []
     finally:
         shares[0].spans.close()
 
@@ -114,15 +115,41 @@ def test_forked_workers_take_each_position_once() -> None:
     assert covered == list(range(200_000))  # each position once, none lost
 
 
-def test_the_pool_fits_its_pipe_on_huge_runs() -> None:
-    spans = SharedSpans(2**40)
+@pytest.mark.parametrize("positions", [1_048_582, 2**24, 2**40])
+def test_the_pool_always_has_room_for_a_hand_back(positions: int) -> None:
+    """Filled to its limit, a pipe refused the first hand-back (a page partly read keeps its
+    slot). Here every span is taken, half of it handed back, until the pool is empty."""
+    spans = SharedSpans(positions)
     try:
-        room = fcntl.fcntl(spans._write, fcntl.F_GETPIPE_SZ) // 16
-        count = -(-2**40 // spans.length)
-        assert count <= room and spans.length > SharedSpans.SPAN
-        assert sum(1 for _ in iter(spans.take, None)) == count
+        size = fcntl.fcntl(spans._write, fcntl.F_GETPIPE_SZ)
+        count = -(-positions // spans.length)
+        assert count * 16 <= size - os.sysconf("SC_PAGESIZE")
+        assert spans.length == max(SharedSpans.SPAN, -(-positions // ((size - 4096) // 16)))
+        walked = 0
+        while (span := spans.take()) is not None:
+            begin, end = span
+            # Half of each whole span, all of a handed-back rest: a hand-back per span.
+            step = (end - begin) // 2 if end - begin == spans.length else end - begin
+            walked += step
+            spans.give_back(begin + step, end)
+        assert walked == positions
     finally:
         spans.close()
+
+
+def test_without_a_pipe_each_worker_takes_a_fixed_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_pipe(flags: int) -> tuple[int, int]:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(workers.os, "pipe2", no_pipe)
+    config = _config("--engine", "raw", "--seed", "5", "--workers", "2", "198.19.0.0/24:80")
+    shares = config.shares()  # type: ignore[attr-defined]
+    assert [s.shard for s in shares] == [(0, 2), (1, 2)] and {s.spans for s in shares} == {None}
+
+
+def test_a_shard_needs_a_seed() -> None:
+    with pytest.raises(UsageError, match="--shard needs --seed"):
+        _config("--shard", "0/2", "--workers", "2", "198.19.0.0/24:80")
 
 
 def test_never_forks_once_a_thread_runs() -> None:

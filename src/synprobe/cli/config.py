@@ -1,13 +1,14 @@
 """One CLI run, decided once: argv -> a frozen, typed RunConfig, validated here and only here.
 
 Everything after this module reads the config; nothing re-parses a flag. A worker process gets
-its share (`RunConfig.share`: its shard, its part of the rate, its source ports) through the
-fork itself, never as a command line of its own.
+its share (`RunConfig.shares()`: its part of the rate, its source ports, the pool it takes
+targets from) through the fork itself, never as a command line of its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import socket
@@ -85,8 +86,12 @@ class RunConfig:
         rate = self.options.rate / count if self.options.rate else None
         own = self.options.engine_options
         parts = own.split(count) if hasattr(own, "split") else [own] * count  # may refuse
-        share_out = not self.vias and len(self.space) > 0
-        spans = SharedSpans(shard_positions(len(self.space), first, of)) if share_out else None
+        spans = None
+        if not self.vias and len(self.space) > 0:
+            # Without a pipe to share them through (out of files, over the pipe quota), each
+            # worker takes a fixed part.
+            with contextlib.suppress(OSError):
+                spans = SharedSpans(shard_positions(len(self.space), first, of))
         return [dataclasses.replace(
             self, seed=seed, spans=spans, worker=j,
             shard=self.shard if spans else (first + of * j, of * count),
@@ -133,6 +138,8 @@ def build_config(args: argparse.Namespace, auto_workers: Any) -> RunConfig:
         raise UsageError(f"{planned:,} checks is more than {DEFAULT_LIMIT:,}; pass --allow-large "
                          "if you mean it")
     shard = parse_shard(args.shard) if args.shard else (0, 1)
+    if shard[1] > 1 and args.seed is None:  # machines with their own random orders overlap
+        raise UsageError("--shard needs --seed: give every shard the same seed")
     total = planned // shard[1]
     count = args.workers or auto_workers(args.engine, total)
     # Workers inherit the target space through the fork, but the run's targets were given

@@ -173,21 +173,31 @@ class SharedSpans:
     The pool is a pipe of 16-byte records, filled before the fork; every process keeps both
     ends. A pipe is read and written under its lock, so each record read is a span no other
     process gets, and a record of up to PIPE_BUF bytes is written whole. A take removes a record
-    and a hand-back adds at most one, so the pool never holds more than it was filled with (it
-    fits the pipe: spans are SPAN positions, longer on runs of over ~1 million targets).
-    Reading an empty pool gives nothing (non-blocking): a process that finds it empty is done;
-    what another hands back later, that one takes itself on its next pull. A process that
-    dies loses only what it had taken.
+    and a hand-back adds at most one, so the pool never holds more than it was filled with; but
+    a pipe is a ring of pages, and a page partly read still takes its slot: filled to one page
+    short of its size, the pipe always has a slot for a hand-back (a full one refused the first
+    hand-back with EAGAIN). The pipe is made as large as the user may (POOL_BYTES, 65,280
+    records), so spans are SPAN positions up to ~16 million, and longer beyond. Reading an
+    empty pool gives nothing (non-blocking): a process that finds it empty is done; what
+    another hands back later, that one takes itself on its next pull (it asked for a full
+    batch, so it asks again). A process that dies loses only what it had taken. Without a pipe
+    to share (out of files, over the pipe quota) the constructor raises OSError.
     """
 
     SPAN = 256
+    POOL_BYTES = 1 << 20  # /proc/sys/fs/pipe-max-size by default: what a user may ask for
     _RECORD = struct.Struct("=QQ")
 
     def __init__(self, positions: int) -> None:
         self.positions = positions
         self._read, self._write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            room = fcntl.fcntl(self._write, fcntl.F_GETPIPE_SZ) // self._RECORD.size
+            with contextlib.suppress(OSError):  # over the user's pipe quota: as it came
+                fcntl.fcntl(self._write, fcntl.F_SETPIPE_SZ, self.POOL_BYTES)
+            size = fcntl.fcntl(self._write, fcntl.F_GETPIPE_SZ)
+            room = (size - os.sysconf("SC_PAGESIZE")) // self._RECORD.size  # see above
+            if room < 1:
+                raise OSError(f"a {size}-byte pipe has no room for a span pool")
             self.length = max(self.SPAN, -(-positions // room))
             pack = self._RECORD.pack
             records = b"".join(pack(b, min(b + self.length, positions))
@@ -220,15 +230,19 @@ class SharedSpans:
 
 
 class SpanTargets:
-    """One process's targets of a run that shares its shard out (`SharedSpans`): `take(n)`
-    (what the engine's source asks for, see sources.IterSource) takes spans until it has n
-    targets, and hands the rest of the last one back."""
+    """One process's targets of a run that shares its shard out (`SharedSpans`):
+    `take_targets(n)` (what the engine's source asks for, see sources.IterSource) takes spans
+    until it has n targets, and hands the rest of the last one back."""
 
     def __init__(self, walker: Walker, spans: SharedSpans) -> None:
+        if walker.positions != spans.positions:  # a span past the walk's end: never walked
+            raise ValueError(f"spans of {spans.positions} positions for a walk of "
+                             f"{walker.positions}")
         self._walker = walker
         self._spans = spans
 
-    def take(self, n: int) -> list[Target]:
+    def take_targets(self, n: int) -> list[Target]:
+        """Up to n targets; fewer only if the pool was empty when asked."""
         out: list[Target] = []
         while len(out) < n:
             span = self._spans.take()
@@ -241,7 +255,7 @@ class SpanTargets:
         return out
 
     def __iter__(self) -> Iterator[Target]:
-        while batch := self.take(512):
+        while batch := self.take_targets(512):
             yield from batch
 
 

@@ -66,8 +66,9 @@ def raise_soft_limit(need: int) -> int:
 
 def cli_concurrency(requested: int | None, *, engine: str, workers: int, checks: int,
                     rate: float | None, timeout: float, attempts: int) -> int:
-    """In-flight checks per process for a CLI run of `checks` checks per process (each of
-    `workers` processes gets rate/workers), raising the soft file limit to fit them.
+    """In-flight checks per process for a CLI run where a process makes at most `checks`
+    checks (the run's, when its workers share the targets out as they go; each of `workers`
+    processes gets rate/workers), raising the soft file limit to fit them.
 
     The default (requested None) is what the rate can keep busy: a check holds a slot for at
     most timeout x attempts, so rate x timeout x attempts slots never leave the pacer waiting;

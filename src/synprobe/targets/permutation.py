@@ -64,6 +64,8 @@ class Cycle:
         (`end` once every one was). Positions past the shard's last are empty."""
         p, n = self.prime, self.n
         end = min(end, _positions(p, shard, shards))
+        if want < 1:
+            return [], begin
         step = pow(self.generator, shards, p)
         x = self.start * pow(self.generator, shard + begin * shards, p) % p
         out: list[int] = []
