@@ -18,7 +18,7 @@ from synprobe.errors import UsageError
 from synprobe.model import Target
 from synprobe.targets.addresses import format_ip
 from synprobe.targets.intervals import Interval, merge
-from synprobe.targets.permutation import Cycle, _check_shard, _positions, iter_permutation
+from synprobe.targets.permutation import Cycle, iter_permutation, shard_positions
 
 if TYPE_CHECKING:  # accepted, never needed: a CLI run starts without netaddr (~13 ms)
     from netaddr import IPSet
@@ -136,8 +136,8 @@ class TargetSpace:
     def walker(self, seed: int | None, shard: int = 0, shards: int = 1) -> Walker:
         """The targets at given positions of shard `shard` of the order `seed` picks: for
         processes that share a shard out as they go (cli.workers.SpanTargets)."""
-        _check_shard(shard, shards)
-        return Walker(self, Cycle.choose(self._size, seed), shard, shards)
+        positions = shard_positions(self._size, shard, shards)  # checks the shard too
+        return Walker(self, Cycle.choose(self._size, seed), shard, shards, positions)
 
     @property
     def families(self) -> set[bool]:
@@ -164,8 +164,9 @@ class Walker:
     """`TargetSpace.walker()`: `take(begin, end, want)` maps the shard's positions begin..end-1
     to up to `want` targets, and says where it stopped."""
 
-    def __init__(self, space: TargetSpace, cycle: Cycle, shard: int, shards: int) -> None:
-        self.positions = _positions(cycle.prime, shard, shards)
+    def __init__(self, space: TargetSpace, cycle: Cycle, shard: int, shards: int,
+                 positions: int) -> None:
+        self.positions = positions
         self._cycle, self._shard, self._shards = cycle, shard, shards
         blocks = space._blocks
         self._target = blocks[0].mapper() if len(blocks) == 1 else space._target
