@@ -37,7 +37,7 @@ class IterSource:
 
     def __init__(self, targets: Iterable[Target]) -> None:
         self._take = getattr(targets, "take_targets", None)
-        self._it = iter(targets)
+        self._it = iter(targets) if self._take is None else iter(())
         self._done = False
 
     def pull(self, limit: int) -> list[Target] | None:

@@ -7,11 +7,10 @@ the run config (inherited through the fork, never re-parsed), and the parent pro
 process takes the targets it is about to start from one pool, so a worker slowed down (its
 core shared with other work) takes fewer.
 
-Forked, not spawned: a child starts
-probing at once instead of ~0.1 s later (a fresh interpreter and its imports), which on a
-65,536-target run left the parent idle at the end. The fork happens before the parent starts
-any thread. Workers write result lines straight to the shared stdout in whole-line chunks (see
-output.LineSink) and hand their summary back on a pipe.
+Forked, not spawned: a child starts probing at once instead of ~0.1 s later (a fresh interpreter
+and its imports), which on a 65,536-target run left the parent idle at the end. The fork happens
+before the parent starts any thread. Workers write result lines straight to the shared stdout in
+whole-line chunks (see output.LineSink) and hand their summary back on a pipe.
 
 When a run has a worker for every CPU this process may use, each process keeps to a CPU of its
 own (worker i on the i-th), as zmap and masscan pin theirs: a worker's engine thread and its

@@ -129,15 +129,18 @@ class TargetSpace:
         Shard i of n yields only its share; n runs with one seed, the same targets and shards
         0..n-1 cover the space exactly once. Sharding without a seed is a UsageError.
         """
-        indices = iter_permutation(self._size, seed, shard, shards)
-        # One block (the common case) maps straight through it, skipping a bisect and a frame.
-        return map(self._blocks[0].mapper() if len(self._blocks) == 1 else self._target, indices)
+        return map(self._mapper(), iter_permutation(self._size, seed, shard, shards))
+
+    def _mapper(self) -> Callable[[int], Target]:
+        """Index -> target. One block (the common case) maps straight through it, skipping a
+        bisect and a frame."""
+        return self._blocks[0].mapper() if len(self._blocks) == 1 else self._target
 
     def walker(self, seed: int | None, shard: int = 0, shards: int = 1) -> Walker:
         """The targets at given positions of shard `shard` of the order `seed` picks: for
         processes that share a shard out as they go (cli.workers.SpanTargets)."""
         positions = shard_positions(self._size, shard, shards)  # checks the shard too
-        return Walker(self, Cycle.choose(self._size, seed), shard, shards, positions)
+        return Walker(self._mapper(), Cycle.choose(self._size, seed), shard, shards, positions)
 
     @property
     def families(self) -> set[bool]:
@@ -164,12 +167,11 @@ class Walker:
     """`TargetSpace.walker()`: `take(begin, end, want)` maps the shard's positions begin..end-1
     to up to `want` targets, and says where it stopped."""
 
-    def __init__(self, space: TargetSpace, cycle: Cycle, shard: int, shards: int,
+    def __init__(self, target: Callable[[int], Target], cycle: Cycle, shard: int, shards: int,
                  positions: int) -> None:
         self.positions = positions
+        self._target = target
         self._cycle, self._shard, self._shards = cycle, shard, shards
-        blocks = space._blocks
-        self._target = blocks[0].mapper() if len(blocks) == 1 else space._target
 
     def take(self, begin: int, end: int, want: int) -> tuple[list[Target], int]:
         indices, stopped = self._cycle.take(self._shard, self._shards, begin, end, want)

@@ -23,10 +23,9 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import socket
 
 from synprobe import __version__
-from synprobe.wire.packets import rst_packet, syn_packet
+from synprobe.wire.packets import pack_address, rst_packet, syn_packet
 from synprobe.wire.syn import PacketTemplate, rst_template, syn_template
 
 # Paths are plain strings here: pathlib (with urllib.parse) and tempfile cost every raw run
@@ -52,8 +51,7 @@ def cache_dir() -> str | None:
 def load_template(source: str, rst: bool) -> PacketTemplate:
     """The SYN (or RST) template from numeric address `source`, from the cache or scapy."""
     expected = PacketTemplate.from_packet(rst_packet(source) if rst else syn_packet(source))
-    v6 = ":" in source
-    packed = socket.inet_pton(socket.AF_INET6 if v6 else socket.AF_INET, source)
+    packed = pack_address(source)
     folder = cache_dir()
     path = None if folder is None else \
         os.path.join(folder, f"{__version__}-{'rst' if rst else 'syn'}-{packed.hex()}.pkt")
